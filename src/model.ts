@@ -1,0 +1,106 @@
+/**
+ * The typed registry: what etcd says HAProxy should serve. Produced by src/watch (which
+ * validates every value), consumed by src/reconcile and src/render. Every string in here
+ * has already been validated against the rules below, so renderers may write it verbatim.
+ */
+
+/** Service and upstream ids: `^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$` (design.md). */
+export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+export type UpstreamState = 'ready' | 'drain' | 'maint';
+
+export interface Upstream {
+  /** `<id>` of `.../upstreams/<id>`. */
+  readonly id: string;
+  /** IPv4 or IPv6 literal, canonical form, IPv6 without brackets. */
+  readonly addr: string;
+  /** 1–65535. */
+  readonly port: number;
+  /** 0–256, HAProxy absolute weight. Default 1 (HAProxy's default). */
+  readonly weight: number;
+  /** Default `ready`. */
+  readonly state: UpstreamState;
+}
+
+export type Balance = 'roundrobin' | 'leastconn' | 'first' | 'source' | 'static-rr' | 'random';
+
+/** Per-service settings from `<prefix>/{http,tcp}-services/<svc>/options` (JSON). */
+export interface ServiceOptions {
+  /** Load-balancing algorithm. Default `roundrobin`. */
+  readonly balance: Balance;
+  /** HTTP health-check path (`option httpchk GET <path>`); null = TCP connect check. Default null. http services only. */
+  readonly healthPath: string | null;
+  /** Minimum number of pre-allocated server slots in the backend. Default 4 (1–1024). */
+  readonly minSlots: number;
+  /** Per-server `maxconn`; null = unlimited. Default null. */
+  readonly maxconn: number | null;
+}
+
+export const DEFAULT_OPTIONS: ServiceOptions = Object.freeze({
+  balance: 'roundrobin',
+  healthPath: null,
+  minSlots: 4,
+  maxconn: null,
+});
+
+interface ServiceBase {
+  readonly name: string;
+  /** Keyed by upstream id. */
+  readonly upstreams: ReadonlyMap<string, Upstream>;
+  readonly options: ServiceOptions;
+}
+
+export interface HttpService extends ServiceBase {
+  readonly kind: 'http';
+  /** Lower-case DNS names, no trailing dot, unique, sorted. */
+  readonly domains: readonly string[];
+  /** Extra routing rule: requests whose URL matches go to this service. Validated PCRE-safe text or null. */
+  readonly urlReg: string | null;
+  /** TLS passthrough routed by SNI; the upstreams terminate TLS. */
+  readonly sslPassthrough: boolean;
+}
+
+export interface TcpService extends ServiceBase {
+  readonly kind: 'tcp';
+  /** Ports to listen on, unique, sorted. */
+  readonly ports: readonly number[];
+}
+
+export type Service = HttpService | TcpService;
+
+export interface Registry {
+  /** etcd revision this model reflects (decimal string; etcd revisions are int64). */
+  readonly revision: string;
+  readonly http: ReadonlyMap<string, HttpService>;
+  readonly tcp: ReadonlyMap<string, TcpService>;
+}
+
+/** A rejected registry entry: the key and why. */
+export interface Rejection {
+  readonly key: string;
+  readonly reason: string;
+}
+
+export const EMPTY_REGISTRY: Registry = Object.freeze({
+  revision: '0',
+  http: new Map<string, HttpService>(),
+  tcp: new Map<string, TcpService>(),
+});
+
+/**
+ * HAProxy backend name of a service. http and tcp services live in separate namespaces in
+ * the registry, so the kind is part of the name; a passthrough service is a TCP-mode
+ * backend, so toggling `sslpass` yields a different backend (a structural change anyway).
+ */
+export function backendName(svc: Pick<Service, 'kind' | 'name'> & { sslPassthrough?: boolean }): string {
+  if (svc.kind === 'tcp') return `tcp-${svc.name}`;
+  return svc.sslPassthrough ? `tls-${svc.name}` : `http-${svc.name}`;
+}
+
+/** The http service whose backend is the `default_backend` (as in the seed's template). */
+export const DEFAULT_SERVICE = 'default';
+
+/** Prefix of the `server-template` slot names (`s1`..`sN`). */
+export const SLOT_PREFIX = 's';
+/** Prefix of runtime-added overflow servers (`x1`..), which do not survive a reload. */
+export const OVERFLOW_PREFIX = 'x';
