@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 /**
  * The typed registry: what etcd says HAProxy should serve. Produced by src/watch (which
  * validates every value), consumed by src/reconcile and src/render. Every string in here
@@ -104,3 +106,23 @@ export const DEFAULT_SERVICE = 'default';
 export const SLOT_PREFIX = 's';
 /** Prefix of runtime-added overflow servers (`x1`..), which do not survive a reload. */
 export const OVERFLOW_PREFIX = 'x';
+
+/**
+ * The part of a service that lives in haproxy.cfg (everything that needs a reload to
+ * change): kind, backend mode, routing rule, listening ports, options. Upstreams and
+ * domains are runtime state and are not part of it. Canonical JSON, stable key order.
+ * src/render writes `sha256(structureKey(svc))` (first 16 hex chars) as a comment line
+ * `# structure <hash>` in each backend so the planner can compare after a restart.
+ */
+export function structureKey(svc: Service): string {
+  const o = svc.options;
+  const opts = [o.balance, o.healthPath, o.minSlots, o.maxconn];
+  return svc.kind === 'tcp'
+    ? JSON.stringify(['tcp', svc.name, svc.ports, opts])
+    : JSON.stringify(['http', svc.name, svc.sslPassthrough, svc.urlReg, opts]);
+}
+
+/** 16 hex chars of sha256(structureKey(svc)): what `# structure <hash>` lines carry. */
+export function structureHash(svc: Service): string {
+  return createHash('sha256').update(structureKey(svc)).digest('hex').slice(0, 16);
+}
