@@ -1,0 +1,70 @@
+/**
+ * Prometheus metrics of the updater (prom-client), served on `--listen` at /metrics.
+ * A registry per Metrics instance so tests and several daemons in one process do not
+ * share counters.
+ */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly reloads = new Counter({
+    name: 'haproxy_updater_reloads_total',
+    help: 'HAProxy reloads performed by the updater, by reason and result',
+    labelNames: ['reason', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly runtimeCommands = new Counter({
+    name: 'haproxy_updater_runtime_commands_total',
+    help: 'Runtime API commands sent, by command family and result',
+    labelNames: ['command', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly rejectedEntries = new Gauge({
+    name: 'haproxy_updater_registry_rejected_entries',
+    help: 'Registry entries currently rejected (bad key or value)',
+    registers: [this.registry],
+  });
+  readonly rejectionsTotal = new Counter({
+    name: 'haproxy_updater_registry_rejections_total',
+    help: 'Registry entries rejected, counted each time a registry snapshot is rebuilt with them',
+    registers: [this.registry],
+  });
+  readonly convergence = new Histogram({
+    name: 'haproxy_updater_convergence_seconds',
+    help: 'Time from an etcd change reaching the updater to HAProxy reflecting it',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly slots = new Gauge({
+    name: 'haproxy_updater_slots',
+    help: 'Server slots by state (free, active, draining, maint, overflow)',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+  readonly etcdState = new Gauge({
+    name: 'haproxy_updater_etcd_connection_state',
+    help: '1 for the current etcd connection state of the watcher, 0 for the others',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+  readonly registryStale = new Gauge({
+    name: 'haproxy_updater_registry_stale',
+    help: '1 while etcd is unreachable and the last good registry is kept in force',
+    registers: [this.registry],
+  });
+  readonly passes = new Counter({
+    name: 'haproxy_updater_passes_total',
+    help: 'Reconcile passes (observe, plan, apply), by result',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly haproxyReloads = new Gauge({
+    name: 'haproxy_updater_haproxy_master_reloads',
+    help: "HAProxy master's own reload counter, as read from `show proc`",
+    registers: [this.registry],
+  });
+
+  setEtcdState(state: string, all: readonly string[]): void {
+    for (const s of all) this.etcdState.set({ state: s }, s === state ? 1 : 0);
+  }
+}
