@@ -1,0 +1,5 @@
+export * from './types.js';
+export * from './slots.js';
+export * from './domains.js';
+export * from './observe.js';
+export * from './plan.js';

@@ -1,0 +1,109 @@
+/**
+ * Builds the planner's ObservedState from parsed Runtime API replies. Pure. The row types
+ * are structural (only the fields used here), so any parser yielding these names fits;
+ * numeric fields may come as numbers or decimal strings.
+ */
+
+import { isSlotName } from './slots.js';
+import type { ObservedBackend, ObservedServer, ObservedState } from './types.js';
+
+/** HAProxy admin flags (`show servers state` srv_admin_state). */
+export const ADMF = Object.freeze({
+  FMAINT: 0x01,
+  IMAINT: 0x02,
+  /** "disabled" in the config; stays set on a slot made ready at runtime. Not maintenance. */
+  CMAINT: 0x04,
+  FDRAIN: 0x08,
+  IDRAIN: 0x10,
+  RMAINT: 0x20,
+});
+/** HAProxy's SRV_ADMF_MAINT: "any maintenance flag except CMAINT". */
+export const ADMF_MAINT = ADMF.FMAINT | ADMF.IMAINT | ADMF.RMAINT;
+export const ADMF_DRAIN = ADMF.FDRAIN | ADMF.IDRAIN;
+/** Check state flag CHK_ST_ENABLED (`show servers state` srv_check_state). */
+export const CHK_ST_ENABLED = 0x04;
+
+export const adminIsMaint = (admin: number): boolean => (admin & ADMF_MAINT) !== 0;
+export const adminIsDrain = (admin: number): boolean => (admin & ADMF_DRAIN) !== 0;
+
+type Num = number | string;
+
+export interface ServerStateRowLike {
+  readonly beName: string;
+  readonly srvName: string;
+  readonly srvAddr: string;
+  readonly srvOpState: Num;
+  readonly srvAdminState: Num;
+  readonly srvUweight: Num;
+  readonly srvPort: Num;
+  readonly srvCheckState?: Num;
+}
+
+export interface StatRowLike {
+  readonly pxname: string;
+  readonly svname: string;
+  readonly scur: Num;
+  readonly qcur: Num;
+  readonly status: string;
+  readonly checkStatus?: string;
+}
+
+export interface ObserveInput {
+  readonly servers: Iterable<ServerStateRowLike>;
+  /** `show stat` server rows (others are ignored). Missing row: scur/qcur 0, status ''. */
+  readonly stats: Iterable<StatRowLike>;
+  /** backend → `# structure <hash>` of the running config (null/absent: none). */
+  readonly structureHashes: ReadonlyMap<string, string | null>;
+  readonly hostsMap: ReadonlyMap<string, string>;
+  readonly sniMap: ReadonlyMap<string, string>;
+}
+
+function num(v: Num | undefined, dflt = 0): number {
+  if (v === undefined || v === '') return dflt;
+  const n = typeof v === 'number' ? v : Number(v);
+  return Number.isFinite(n) ? n : dflt;
+}
+
+export function observeState(input: ObserveInput): ObservedState {
+  const stats = new Map<string, StatRowLike>();
+  for (const r of input.stats) {
+    if (r.svname === 'FRONTEND' || r.svname === 'BACKEND') continue;
+    stats.set(`${r.pxname}/${r.svname}`, r);
+  }
+  const servers = new Map<string, ObservedServer[]>();
+  for (const r of input.servers) {
+    const st = stats.get(`${r.beName}/${r.srvName}`);
+    const admin = num(r.srvAdminState);
+    const s: ObservedServer = {
+      backend: r.beName,
+      name: r.srvName,
+      addr: r.srvAddr,
+      port: num(r.srvPort),
+      maint: adminIsMaint(admin),
+      drain: adminIsDrain(admin),
+      up: num(r.srvOpState) === 2,
+      weight: num(r.srvUweight, 1),
+      scur: num(st?.scur),
+      qcur: num(st?.qcur),
+      status: st?.status ?? '',
+      checkStatus: st?.checkStatus ?? '',
+      dynamic: !isSlotName(r.srvName),
+      ...(r.srvCheckState === undefined ? {} : { checkEnabled: (num(r.srvCheckState) & CHK_ST_ENABLED) !== 0 }),
+    };
+    const list = servers.get(r.beName);
+    if (list) list.push(s);
+    else servers.set(r.beName, [s]);
+  }
+  const names = new Set([...servers.keys(), ...input.structureHashes.keys()]);
+  const backends = new Map<string, ObservedBackend>();
+  for (const name of [...names].sort()) {
+    const list = servers.get(name) ?? [];
+    backends.set(name, {
+      name,
+      servers: list,
+      templateSlots: list.filter((s) => !s.dynamic).length,
+      structureHash: input.structureHashes.get(name) ?? null,
+    });
+  }
+  return { backends, hostsMap: input.hostsMap, sniMap: input.sniMap };
+}

@@ -1,0 +1,576 @@
+/**
+ * The planner: desired Registry + observed HAProxy state → ordered runtime ops + reload
+ * reasons. Pure: no I/O, no clock (`ctx.now`), no state besides `ctx.drainStartedAt`.
+ *
+ * ## Classification (design.md "Change classification")
+ * - upstream added → a free slot: maint (if not yet) → addr/port → weight (if not the
+ *   slot's) → ready; with holdUntilHealthy: → drain → health down → ready (notes §1:
+ *   `health down` must come after leaving maint, which resets health to "up").
+ *   No free slot → overflow `add-server x<n>` + `enable-health`, then ready once a check
+ *   passed (or at once without hold). Static LB backend: no overflow, urgent reload.
+ * - upstream removed / address changed → the old server: drain (time recorded) → later
+ *   pass, once scur = qcur = 0 or the drain timeout is over → maint → addr 0.0.0.0 port 1
+ *   (+ weight 1); overflow: drain → maint → del-server (once idle). A new address is an
+ *   addition into another slot, so the old one can drain meanwhile.
+ * - weight / requested state (ready, drain, maint) → set-weight / set-state.
+ * - domains → map-del / map-set / map-add, then write-map-file once per changed map.
+ * - service removed → its domains out of the maps, its servers retired as above,
+ *   non-urgent `service-removed` (the backend goes at the next reload).
+ * - service added / sslpass toggled / structure hash differs → urgent reason; no runtime
+ *   ops for the upstreams of a backend that does not exist yet.
+ *
+ * ## Op order within a plan (make before break)
+ * 1. "make": per desired backend (by name): weights, activations, additions into slots,
+ *    overflow servers, state changes back to ready. New capacity is in place before
+ *    anything points at it or anything is taken away.
+ * 2. maps, per map (hosts, then sni): map-del, map-set, map-add, then write-map-file.
+ *    A domain is only pointed at a backend that exists now (else it waits for the
+ *    reload, whose rendered map file carries it); map-add/set come after the slots of
+ *    step 1 are filled; map-del of a removed service comes before its servers drain.
+ * 3. "break": requested drain/maint, then retirement of servers holding no desired
+ *    upstream (drain start, maint + address clear, del-server), per backend by name.
+ * Within one server the ops keep the order above (they go in one batch, in order).
+ *
+ * Make-before-break across passes: with holdUntilHealthy, a removed server that is still
+ * UP is not drained while its backend has no UP desired server but has one warming up
+ * (e.g. the address change of a single-upstream service); the drain starts when the
+ * new one is UP or its check fails. Without hold, a new server is UP at once.
+ */
+
+import { backendName, structureHash, type Balance, type Registry, type Service, type Upstream } from '../model.js';
+import { desiredMaps, MAP_NAMES } from './domains.js';
+import {
+  addrKey,
+  assignSlots,
+  desiredCapacity,
+  FREE_ADDR,
+  FREE_PORT,
+  FREE_WEIGHT,
+  isClearedAddr,
+  normalizeServer,
+  slotIndex,
+} from './slots.js';
+import type {
+  MapName,
+  ObservedBackend,
+  ObservedServer,
+  ObservedState,
+  Op,
+  OpKind,
+  Plan,
+  PlanContext,
+  PlanSummary,
+  ReloadReason,
+  ServerOp,
+} from './types.js';
+
+/** Algorithms that take neither dynamic servers nor weights other than 0 and the initial one. */
+export const STATIC_LB: ReadonlySet<Balance> = new Set<Balance>(['source', 'static-rr']);
+
+/** Backends this updater owns (backendName() prefixes); others are left alone. */
+export const MANAGED_BACKEND_RE = /^(?:http|tls|tcp)-[A-Za-z0-9]/;
+
+const CHECK_PASSED = new Set(['L4OK', 'L6OK', 'L7OK', 'L7OKC', 'PROCOK']);
+const CHECK_NO_RESULT = new Set(['', 'INI', 'UNK']);
+
+/** show stat check_status without the "check in progress" marker. */
+export function normCheckStatus(s: string): string {
+  return s.replace(/^\*\s*/, '').trim();
+}
+export function checkPassed(s: ObservedServer): boolean {
+  return CHECK_PASSED.has(normCheckStatus(s.checkStatus));
+}
+export function checkFailed(s: ObservedServer): boolean {
+  const c = normCheckStatus(s.checkStatus);
+  return !CHECK_PASSED.has(c) && !CHECK_NO_RESULT.has(c);
+}
+
+export function serverKey(backend: string, server: string): string {
+  return `${backend}/${server}`;
+}
+
+function fmtAddr(addr: string, port: number): string {
+  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
+}
+
+function emptySummary(): PlanSummary {
+  return {
+    backends: 0,
+    upstreams: 0,
+    placed: 0,
+    overflowAdded: 0,
+    unplaced: 0,
+    activated: 0,
+    drainsStarted: 0,
+    drainsWaiting: 0,
+    drainsDeferred: 0,
+    slotsReturned: 0,
+    overflowDeleted: 0,
+    waitingForHealth: 0,
+    weightChanges: 0,
+    stateChanges: 0,
+    mapChanges: 0,
+    opsByKind: {},
+    warnings: [],
+  };
+}
+
+/** Mutable accumulator of one planning pass. */
+class Pass {
+  readonly make: Op[] = [];
+  readonly brk: Op[] = [];
+  readonly reasons: ReloadReason[] = [];
+  readonly capacity = new Map<string, number>();
+  readonly drainStartedAt = new Map<string, number>();
+  readonly summary = emptySummary();
+  pending = false;
+  constructor(readonly ctx: PlanContext) {}
+}
+
+export function plan(desired: Registry, observedRaw: ObservedState, ctx: PlanContext): Plan {
+  const p = new Pass(ctx);
+  const observed = normalizeObserved(observedRaw);
+  const desiredBackends = new Map<string, Service>();
+  for (const svc of [...desired.http.values(), ...desired.tcp.values()]) desiredBackends.set(backendName(svc), svc);
+  const beNames = [...desiredBackends.keys()].sort();
+  p.summary.backends = beNames.length;
+
+  for (const be of beNames) {
+    const svc = desiredBackends.get(be);
+    if (!svc) continue;
+    const ob = observed.backends.get(be);
+    if (!ob) {
+      planMissingBackend(p, be, svc, observed);
+      continue;
+    }
+    const want = structureHash(svc);
+    if (ob.structureHash !== want) {
+      p.reasons.push({
+        kind: 'service-changed',
+        backend: be,
+        detail: `structure ${ob.structureHash ?? '(none)'} -> ${want}`,
+        urgent: true,
+      });
+    }
+    planBackend(p, svc, ob);
+  }
+
+  const gone = [...observed.backends.values()]
+    .filter((ob) => !desiredBackends.has(ob.name) && MANAGED_BACKEND_RE.test(ob.name))
+    .sort((a, b) => a.name.localeCompare(b.name));
+  for (const ob of gone) {
+    const busy = ob.servers.filter((s) => !isFreeSlot(s)).length;
+    p.reasons.push({
+      kind: 'service-removed',
+      backend: ob.name,
+      detail: `service removed; ${busy} server(s) still to retire; backend dropped at the next reload`,
+      urgent: false,
+    });
+    for (const s of sortServers(ob.servers)) retire(p, s, false, 'service removed');
+  }
+
+  const mapOps = planMaps(p, desired, observed, desiredBackends);
+
+  const ops = [...p.make, ...mapOps, ...p.brk];
+  const byKind: Partial<Record<OpKind, number>> = {};
+  for (const o of ops) byKind[o.kind] = (byKind[o.kind] ?? 0) + 1;
+  p.summary.opsByKind = byKind;
+  p.summary.mapChanges = (byKind['map-add'] ?? 0) + (byKind['map-set'] ?? 0) + (byKind['map-del'] ?? 0);
+  p.summary.weightChanges = byKind['set-weight'] ?? 0;
+
+  return {
+    ops,
+    reasons: p.reasons,
+    reload: p.reasons.some((r) => r.urgent),
+    capacity: p.capacity,
+    drainStartedAt: p.drainStartedAt,
+    pending: p.pending,
+    summary: p.summary,
+  };
+}
+
+function normalizeObserved(o: ObservedState): ObservedState {
+  const backends = new Map<string, ObservedBackend>();
+  for (const [name, ob] of o.backends) backends.set(name, { ...ob, servers: ob.servers.map(normalizeServer) });
+  return { ...o, backends };
+}
+
+function distinctCount(upstreams: Iterable<Upstream>): number {
+  return new Set([...upstreams].map((u) => addrKey(u.addr, u.port))).size;
+}
+
+function planMissingBackend(p: Pass, be: string, svc: Service, observed: ObservedState): void {
+  const n = distinctCount(svc.upstreams.values());
+  p.summary.upstreams += n;
+  p.capacity.set(be, desiredCapacity(n, svc.options.minSlots));
+  const sibling = svc.kind === 'http' ? backendName({ ...svc, sslPassthrough: !svc.sslPassthrough }) : null;
+  if (sibling !== null && observed.backends.has(sibling)) {
+    p.reasons.push({
+      kind: 'service-changed',
+      backend: be,
+      detail: `sslpass ${svc.kind === 'http' && svc.sslPassthrough ? 'on' : 'off'}: replaces ${sibling}`,
+      urgent: true,
+    });
+  } else {
+    p.reasons.push({ kind: 'service-added', backend: be, detail: `new backend, ${n} upstream(s)`, urgent: true });
+  }
+}
+
+function sortServers(servers: readonly ObservedServer[]): ObservedServer[] {
+  return [...servers].sort((a, b) => {
+    const ia = slotIndex(a.name);
+    const ib = slotIndex(b.name);
+    if (ia !== null && ib !== null) return ia - ib;
+    if (ia !== null) return -1;
+    if (ib !== null) return 1;
+    return a.name.localeCompare(b.name, 'en', { numeric: true });
+  });
+}
+
+/** A template slot that holds nothing and needs nothing: maint, no address, weight 1, idle. */
+function isFreeSlot(s: ObservedServer): boolean {
+  return (
+    !s.dynamic && s.maint && isClearedAddr(s.addr, s.port) && s.weight === FREE_WEIGHT && s.scur === 0 && s.qcur === 0
+  );
+}
+
+function planBackend(p: Pass, svc: Service, ob: ObservedBackend): void {
+  const be = ob.name;
+  const hold = p.ctx.holdUntilHealthy;
+  const isStatic = STATIC_LB.has(svc.options.balance);
+  const a = assignSlots(svc.upstreams.values(), ob.servers, { allowOverflow: !isStatic });
+  p.summary.upstreams += a.upstreams.length;
+  for (const d of a.duplicates) {
+    p.summary.warnings.push(`${be}: upstream ${d.id} has the same address as ${d.keptId}; ignored`);
+  }
+
+  const weightFor = (u: Upstream): number => {
+    if (!isStatic || u.weight === 0 || u.weight === FREE_WEIGHT) return u.weight;
+    p.summary.warnings.push(
+      `${be}: upstream ${u.id} weight ${u.weight} not applicable with balance ${svc.options.balance} (only 0 or ${FREE_WEIGHT}); using ${FREE_WEIGHT}`,
+    );
+    return FREE_WEIGHT;
+  };
+
+  let serving = 0; // desired ready servers that are (or at once will be) UP
+  let warming = 0; // desired ready servers coming up, no check verdict yet
+  let notInSlots = 0;
+  let keep = 0;
+
+  for (const { upstream: u, placement } of a.upstreams) {
+    const w = weightFor(u);
+    const addr = fmtAddr(u.addr, u.port);
+    switch (placement.kind) {
+      case 'existing': {
+        const s = placement.server;
+        const name = s.name;
+        const idx = slotIndex(name);
+        if (idx !== null) keep = Math.max(keep, idx);
+        else notInSlots++;
+        const b = (why: string) => ({ backend: be, server: name, why: `${why} (${u.id} ${addr})` });
+        if (s.dynamic && s.checkEnabled === false) p.make.push({ ...b('checks were not enabled'), kind: 'enable-health' });
+        if (s.weight !== w) p.make.push({ ...b(`weight ${s.weight} -> ${w}`), kind: 'set-weight', weight: w });
+        if (u.state === 'ready') {
+          if (s.maint) {
+            if (s.dynamic) {
+              if (!hold || checkPassed(s)) {
+                p.make.push({ ...b(hold ? 'check passed, activate' : 'activate'), kind: 'set-state', state: 'ready' });
+                p.summary.activated++;
+                serving++;
+              } else {
+                p.summary.waitingForHealth++;
+                p.pending = true;
+                if (!checkFailed(s)) warming++;
+              }
+            } else {
+              p.make.push(...activation(be, name, hold, `activate (${u.id} ${addr})`));
+              p.summary.activated++;
+              if (hold) warming++;
+              else serving++;
+            }
+          } else if (s.drain) {
+            p.make.push({ ...b('state drain -> ready'), kind: 'set-state', state: 'ready' });
+            p.summary.stateChanges++;
+            if (s.up) serving++;
+          } else if (s.up) {
+            serving++;
+          } else if (!checkFailed(s)) {
+            warming++;
+          }
+        } else if (u.state === 'drain') {
+          if (!s.drain || s.maint) {
+            p.brk.push({ ...b('drain requested'), kind: 'set-state', state: 'drain' });
+            p.summary.stateChanges++;
+          }
+        } else if (!s.maint) {
+          p.brk.push({ ...b('maint requested'), kind: 'set-state', state: 'maint' });
+          p.summary.stateChanges++;
+        }
+        break;
+      }
+      case 'slot': {
+        const s = placement.server;
+        const idx = slotIndex(s.name);
+        if (idx !== null) keep = Math.max(keep, idx);
+        const why = `add ${u.id} ${addr}`;
+        const op = { backend: be, server: s.name, why };
+        if (!s.maint) p.make.push({ ...op, kind: 'set-state', state: 'maint' });
+        p.make.push({ ...op, kind: 'set-addr', addr: u.addr, port: u.port });
+        if (s.weight !== w) p.make.push({ ...op, kind: 'set-weight', weight: w });
+        if (u.state === 'ready') {
+          p.make.push(...activation(be, s.name, hold, why));
+          p.summary.activated++;
+          if (hold) warming++;
+          else serving++;
+        } else if (u.state === 'drain') {
+          p.make.push({ ...op, kind: 'set-state', state: 'drain' });
+        }
+        p.summary.placed++;
+        break;
+      }
+      case 'overflow': {
+        notInSlots++;
+        const why = `add ${u.id} ${addr} (overflow: no free slot)`;
+        const op = { backend: be, server: placement.name, why };
+        p.make.push({ ...op, kind: 'add-server', addr: u.addr, port: u.port, weight: w, maxconn: svc.options.maxconn });
+        p.make.push({ ...op, kind: 'enable-health' });
+        if (u.state === 'drain') {
+          p.make.push({ ...op, kind: 'set-state', state: 'drain' });
+        } else if (u.state === 'ready') {
+          if (hold) {
+            p.summary.waitingForHealth++;
+            p.pending = true;
+            warming++;
+          } else {
+            p.make.push({ ...op, kind: 'set-state', state: 'ready' });
+            p.summary.activated++;
+            serving++;
+          }
+        }
+        p.summary.overflowAdded++;
+        break;
+      }
+      case 'none':
+        notInSlots++;
+        p.summary.unplaced++;
+        break;
+    }
+  }
+
+  if (notInSlots > 0) {
+    p.reasons.push(
+      isStatic
+        ? {
+            kind: 'static-lb-capacity',
+            backend: be,
+            detail: `${a.upstreams.length} upstream(s), ${ob.templateSlots} slot(s); balance ${svc.options.balance} takes no dynamic servers`,
+            urgent: true,
+          }
+        : {
+            kind: 'capacity',
+            backend: be,
+            detail: `${notInSlots} upstream(s) on overflow servers, ${ob.templateSlots} slot(s)`,
+            urgent: false,
+          },
+    );
+  }
+
+  const deferDrains = hold && serving === 0 && warming > 0;
+  let busyOrphanSlots = 0;
+  for (const s of a.orphans) {
+    if (!s.dynamic && !(s.maint && s.scur === 0 && s.qcur === 0)) busyOrphanSlots++;
+    retire(p, s, deferDrains, 'upstream removed');
+  }
+  p.capacity.set(be, desiredCapacity(a.upstreams.length + busyOrphanSlots, svc.options.minSlots, keep));
+}
+
+/** Leaving maint for traffic; with hold, kept DOWN until `rise` checks pass (notes §1). */
+function activation(backend: string, server: string, hold: boolean, why: string): ServerOp[] {
+  const op = { backend, server, why };
+  return hold
+    ? [
+        { ...op, kind: 'set-state', state: 'drain' },
+        { ...op, kind: 'set-health', health: 'down' },
+        { ...op, kind: 'set-state', state: 'ready' },
+      ]
+    : [{ ...op, kind: 'set-state', state: 'ready' }];
+}
+
+/** Steps a server holding no desired upstream towards free (slot) or deleted (overflow). */
+function retire(p: Pass, s: ObservedServer, deferDrain: boolean, cause: string): void {
+  const be = s.backend;
+  const key = serverKey(be, s.name);
+  const idle = s.scur === 0 && s.qcur === 0;
+  const was = isClearedAddr(s.addr, s.port) ? '' : ` ${fmtAddr(s.addr, s.port)}`;
+  const op = { backend: be, server: s.name };
+  const push = (o: ServerOp) => p.brk.push(o);
+
+  const finish = (why: string): void => {
+    if (s.dynamic) {
+      if (idle) {
+        push({ ...op, kind: 'del-server', why });
+        p.summary.overflowDeleted++;
+      } else {
+        p.pending = true; // del server refuses while connections are attached
+      }
+      return;
+    }
+    let any = false;
+    if (!isClearedAddr(s.addr, s.port)) {
+      push({ ...op, kind: 'set-addr', addr: FREE_ADDR, port: FREE_PORT, why });
+      any = true;
+    }
+    if (s.weight !== FREE_WEIGHT) {
+      push({ ...op, kind: 'set-weight', weight: FREE_WEIGHT, why });
+      any = true;
+    }
+    if (any) p.summary.slotsReturned++;
+  };
+
+  if (!s.maint && !s.drain) {
+    if (deferDrain && s.up) {
+      p.summary.drainsDeferred++;
+      p.pending = true;
+      return;
+    }
+    push({ ...op, kind: 'set-state', state: 'drain', why: `${cause}${was}: drain` });
+    p.drainStartedAt.set(key, p.ctx.now);
+    p.summary.drainsStarted++;
+    p.pending = true;
+    return;
+  }
+  if (!s.maint) {
+    const started = p.ctx.drainStartedAt.get(key) ?? p.ctx.now;
+    const timedOut = p.ctx.now - started >= p.ctx.drainTimeoutMs;
+    if (!idle && !timedOut) {
+      p.drainStartedAt.set(key, started);
+      p.summary.drainsWaiting++;
+      p.pending = true;
+      return;
+    }
+    const why = `${cause}${was}: ${idle ? 'drained' : 'drain timeout'}`;
+    push({ ...op, kind: 'set-state', state: 'maint', why });
+    finish(why);
+    return;
+  }
+  finish(`${cause}${was}: return to pool`);
+}
+
+function planMaps(
+  p: Pass,
+  desired: Registry,
+  observed: ObservedState,
+  desiredBackends: ReadonlyMap<string, Service>,
+): Op[] {
+  const dm = desiredMaps(desired);
+  for (const c of dm.conflicts) {
+    p.summary.warnings.push(`domain ${c.domain} claimed by ${[c.winner, ...c.losers].join(', ')}; ${c.winner} wins`);
+  }
+  const exists = (be: string) => observed.backends.has(be);
+  const out: Op[] = [];
+  for (const map of MAP_NAMES) {
+    const want = new Map<string, string>();
+    const cur = map === 'hosts' ? observed.hostsMap : observed.sniMap;
+    const target = map === 'hosts' ? dm.hosts : dm.sni;
+    for (const [k, v] of target) {
+      if (exists(v)) {
+        want.set(k, v);
+        continue;
+      }
+      // Target backend arrives with the reload; keep a still-valid current route meanwhile.
+      const c = cur.get(k);
+      if (c !== undefined && desiredBackends.has(c) && exists(c)) want.set(k, c);
+    }
+    const ops: Op[] = [];
+    const keys = (m: ReadonlyMap<string, string>) => [...m.keys()].sort();
+    for (const k of keys(cur)) {
+      if (!want.has(k)) ops.push({ kind: 'map-del', map, key: k, why: `${k} no longer routed (was ${cur.get(k)})` });
+    }
+    for (const k of keys(want)) {
+      const v = want.get(k) as string;
+      const c = cur.get(k);
+      if (c !== undefined && c !== v) ops.push({ kind: 'map-set', map, key: k, value: v, why: `${k} moves ${c} -> ${v}` });
+    }
+    for (const k of keys(want)) {
+      const v = want.get(k) as string;
+      if (!cur.has(k)) ops.push({ kind: 'map-add', map, key: k, value: v, why: `${k} -> ${v}` });
+    }
+    if (ops.length > 0) {
+      const entries = keys(want).map((k) => [k, want.get(k) as string] as const);
+      ops.push({ kind: 'write-map-file', map, entries, why: `${ops.length} change(s) in the ${map} map` });
+      out.push(...ops);
+    }
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ describe
+
+function mapRef(map: MapName): string {
+  return `<${map}.map>`;
+}
+
+/** One op as (roughly) the Runtime API command it becomes. */
+export function describeOp(o: Op): string {
+  switch (o.kind) {
+    case 'set-addr':
+      return `set server ${o.backend}/${o.server} addr ${o.addr} port ${o.port}`;
+    case 'set-state':
+      return `set server ${o.backend}/${o.server} state ${o.state}`;
+    case 'set-weight':
+      return `set server ${o.backend}/${o.server} weight ${o.weight}`;
+    case 'set-health':
+      return `set server ${o.backend}/${o.server} health ${o.health}`;
+    case 'add-server':
+      return `add server ${o.backend}/${o.server} ${fmtAddr(o.addr, o.port)} weight ${o.weight}${o.maxconn === null ? '' : ` maxconn ${o.maxconn}`} check`;
+    case 'enable-health':
+      return `enable health ${o.backend}/${o.server}`;
+    case 'del-server':
+      return `del server ${o.backend}/${o.server}`;
+    case 'map-add':
+      return `add map ${mapRef(o.map)} ${o.key} ${o.value}`;
+    case 'map-set':
+      return `set map ${mapRef(o.map)} ${o.key} ${o.value}`;
+    case 'map-del':
+      return `del map ${mapRef(o.map)} ${o.key}`;
+    case 'write-map-file':
+      return `write ${mapRef(o.map)} (${o.entries.length} entries)`;
+  }
+}
+
+/** Human-readable lines for logs and the `plan` command. */
+export function describePlan(pl: Plan): string[] {
+  const lines: string[] = [];
+  const urgent = pl.reasons.filter((r) => r.urgent);
+  if (pl.reload) lines.push(`reload: now (${urgent.map((r) => `${r.kind} ${r.backend}`).join(', ')})`);
+  else if (pl.reasons.length > 0) lines.push(`reload: with the next one (${pl.reasons.length} deferred reason(s))`);
+  else lines.push('reload: not needed');
+  for (const r of pl.reasons) lines.push(`reason ${r.urgent ? '[urgent] ' : ''}${r.kind} ${r.backend}: ${r.detail}`);
+  if (pl.ops.length === 0) lines.push('runtime: nothing to do');
+  for (const o of pl.ops) lines.push(`op ${describeOp(o)}  # ${o.why}`);
+  const s = pl.summary;
+  const counts = (
+    [
+      ['placed', s.placed],
+      ['overflow added', s.overflowAdded],
+      ['unplaced', s.unplaced],
+      ['activated', s.activated],
+      ['drains started', s.drainsStarted],
+      ['draining', s.drainsWaiting],
+      ['drains deferred', s.drainsDeferred],
+      ['slots returned', s.slotsReturned],
+      ['overflow deleted', s.overflowDeleted],
+      ['waiting for health', s.waitingForHealth],
+      ['weight changes', s.weightChanges],
+      ['state changes', s.stateChanges],
+      ['map changes', s.mapChanges],
+    ] as const
+  )
+    .filter(([, n]) => n > 0)
+    .map(([k, n]) => `${k} ${n}`);
+  lines.push(`summary: ${s.backends} backend(s), ${s.upstreams} upstream(s)${counts.length ? `; ${counts.join(', ')}` : ''}`);
+  lines.push(`capacity: ${[...pl.capacity].map(([b, n]) => `${b}=${n}`).join(' ') || '(none)'}`);
+  if (pl.pending) lines.push('pending: yes (plan again shortly)');
+  for (const w of s.warnings) lines.push(`warning: ${w}`);
+  return lines;
+}
