@@ -1,0 +1,184 @@
+/**
+ * Runtime API commands as values, and the validators every argument goes through.
+ *
+ * A `Command` can only be made by `makeCommand` (the type is branded), and `makeCommand`
+ * refuses any text that could change how HAProxy splits its input: the CLI runs a second
+ * command after `;` or a newline, treats `\` as an escape, and switches to payload mode
+ * for any line that ends in `<<` — which would swallow the commands pipelined after it
+ * (verified on 2.6.12: `set map f k v<<` ate the next two commands). The per-argument
+ * validators below are stricter still; `socket.ts` checks again before writing a byte.
+ */
+import { isIP } from 'node:net';
+import { InvalidArgumentError } from '../errors.js';
+
+declare const commandBrand: unique symbol;
+
+/** One Runtime API command line, plus payload lines for `... <<` commands. */
+export type Command = {
+  readonly text: string;
+  /** Lines sent after a text ending in ` <<`; each non-empty, ended by an empty line. */
+  readonly payload?: readonly string[];
+  readonly [commandBrand]: true;
+};
+
+/** Anything that may not appear anywhere in a command line or payload line. */
+// eslint-disable-next-line no-control-regex
+const FORBIDDEN = /[\u0000-\u001f\u007f;\\#]/;
+/** HAProxy 2.6 reads at most one buffer (16 kB) per line; stay far below it. */
+const MAX_LINE = 4096;
+/** A payload is held in one buffer too; above ~16 kB the CLI closes the connection. */
+export const MAX_PAYLOAD_BYTES = 8192;
+
+/**
+ * The one place a `Command` is made. Throws `InvalidArgumentError` for `;`, `#`, `\`,
+ * control characters (newline, CR, NUL, ...), non-ASCII, a stray `<<`, or over-long lines.
+ */
+export function makeCommand(text: string, payload?: readonly string[]): Command {
+  assertSafeCommand({ text, payload });
+  const cmd = payload === undefined ? { text } : { text, payload: Object.freeze([...payload]) };
+  return Object.freeze(cmd) as Command;
+}
+
+/**
+ * Central injection check, run by `makeCommand` and again by `socket.ts` right before a
+ * connection is opened (defence in depth against a forged `Command`).
+ */
+export function assertSafeCommand(cmd: { readonly text: unknown; readonly payload?: readonly unknown[] | undefined }): void {
+  const { text, payload } = cmd;
+  if (typeof text !== 'string' || text.length === 0 || text.trim() !== text) {
+    throw new InvalidArgumentError('command text must be a non-empty trimmed string', { argument: 'command', value: text });
+  }
+  assertSafeLine('command', text);
+  const wantsPayload = text.endsWith(' <<');
+  if (!wantsPayload && text.includes('<<')) {
+    throw new InvalidArgumentError('command text may not contain "<<" (payload marker)', { argument: 'command', value: text });
+  }
+  if (wantsPayload !== (payload !== undefined)) {
+    throw new InvalidArgumentError('a payload goes with, and only with, a command ending in " <<"', { argument: 'command', value: text });
+  }
+  if (payload === undefined) return;
+  if (text.indexOf('<<') !== text.length - 2) {
+    throw new InvalidArgumentError('"<<" may only end a payload command', { argument: 'command', value: text });
+  }
+  let bytes = 0;
+  for (const line of payload) {
+    // An empty line ends the payload early; the rest would run as commands.
+    if (typeof line !== 'string' || line.length === 0) {
+      throw new InvalidArgumentError('payload lines must be non-empty strings', { argument: 'payload', value: line, command: text });
+    }
+    assertSafeLine('payload', line, text);
+    bytes += line.length + 1;
+  }
+  if (bytes > MAX_PAYLOAD_BYTES) {
+    throw new InvalidArgumentError(`payload over ${MAX_PAYLOAD_BYTES} bytes (HAProxy drops the connection)`, {
+      argument: 'payload',
+      value: `${bytes} bytes`,
+      command: text,
+    });
+  }
+}
+
+function assertSafeLine(argument: string, line: string, command?: string): void {
+  if (line.length > MAX_LINE || FORBIDDEN.test(line) || !/^[\x20-\x7e]*$/.test(line)) {
+    throw new InvalidArgumentError(`unsafe ${argument}: only printable ASCII without ; # \\ or control characters`, {
+      argument,
+      value: line,
+      ...(command === undefined ? {} : { command }),
+    });
+  }
+}
+
+// ---------------------------------------------------------------- argument validators
+
+function invalid(argument: string, value: unknown, rule: string): never {
+  throw new InvalidArgumentError(`invalid ${argument} ${JSON.stringify(value)}: ${rule}`, { argument, value });
+}
+
+/** HAProxy proxy/server identifiers: letters, digits, `.`, `_`, `:`, `-` (no `/`, no space). */
+const NAME_RE = /^[A-Za-z0-9._:-]{1,127}$/;
+
+/** Backend (proxy) name. `argument` names the parameter in the error context. */
+export function assertBackendName(value: unknown, argument = 'backend'): string {
+  if (typeof value !== 'string' || !NAME_RE.test(value)) invalid(argument, value, 'expected [A-Za-z0-9._:-]{1,127}');
+  return value;
+}
+
+export function assertServerName(value: unknown, argument = 'server'): string {
+  if (typeof value !== 'string' || !NAME_RE.test(value)) invalid(argument, value, 'expected [A-Za-z0-9._:-]{1,127}');
+  return value;
+}
+
+/** IPv4 or IPv6 literal (no zone id, no brackets, no host names). Returns it unchanged. */
+export function assertIp(value: unknown, argument = 'addr'): string {
+  if (typeof value !== 'string' || !/^[0-9A-Fa-f:.]{2,45}$/.test(value) || isIP(value) === 0) {
+    invalid(argument, value, 'expected an IPv4 or IPv6 literal');
+  }
+  return value;
+}
+
+/** Integer in [min, max]; a number, never a numeric string (no silent coercion). */
+export function assertInt(value: unknown, min: number, max: number, argument: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    invalid(argument, value, `expected an integer ${min}-${max}`);
+  }
+  return value;
+}
+
+/** TCP port 1–65535 (HAProxy silently wraps 99999 to 34463, so range matters). */
+export function assertPort(value: unknown, argument = 'port'): number {
+  return assertInt(value, 1, 65535, argument);
+}
+
+/** HAProxy absolute weight 0–256. */
+export function assertWeight(value: unknown, argument = 'weight'): number {
+  return assertInt(value, 0, 256, argument);
+}
+
+/** Absolute path of safe characters only, no `..` segment (a file we generated ourselves). */
+export function assertMapPath(value: unknown, argument = 'path'): string {
+  if (
+    typeof value !== 'string' ||
+    value.length > 1024 ||
+    !/^\/[A-Za-z0-9._/+-]*[A-Za-z0-9._+-]$/.test(value) ||
+    value.split('/').some((seg) => seg === '..' || seg === '.') ||
+    value.includes('//')
+  ) {
+    invalid(argument, value, 'expected an absolute path of [A-Za-z0-9._/+-] without . or .. segments');
+  }
+  return value;
+}
+
+/**
+ * Map key or value: printable ASCII without whitespace, `;`, `#`, `\`, `<<`, quotes.
+ * HAProxy splits on spaces (a value `b c` is silently stored as `b`), and quotes are
+ * stored literally (`"b1` from `"b1 b2"`), so neither is ever meaningful here.
+ */
+export function assertMapToken(value: unknown, argument: string): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 1024 || !/^[\x21-\x7e]+$/.test(value) || /[;#\\"']|<</.test(value)) {
+    invalid(argument, value, 'expected printable ASCII without whitespace ; # \\ quotes or <<');
+  }
+  return value;
+}
+
+/** One of a closed set of words. */
+export function assertOneOf<T extends string>(value: unknown, allowed: readonly T[], argument: string): T {
+  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
+    invalid(argument, value, `expected one of ${allowed.join(', ')}`);
+  }
+  return value as T;
+}
+
+/** `<backend>/<server>` after validating both halves. */
+export function serverRef(backend: unknown, server: unknown): string {
+  return `${assertBackendName(backend)}/${assertServerName(server)}`;
+}
+
+/**
+ * A command the families do not cover (e.g. `get weight b/s`), from words that each must be
+ * a single safe token. Prefer the typed builders.
+ */
+export function customCommand(words: readonly string[]): Command {
+  if (words.length === 0) invalid('words', words, 'expected at least one word');
+  words.forEach((w, i) => assertMapToken(w, `words[${i}]`));
+  return makeCommand(words.join(' '));
+}

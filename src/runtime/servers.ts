@@ -1,0 +1,226 @@
+/**
+ * Server commands (`set server`, `add/del server`, `enable/disable health`) and the
+ * `show servers state` parser. Modelled on client-native `runtime/servers.go`.
+ */
+import { ReplyParseError } from '../errors.js';
+import {
+  assertBackendName,
+  assertInt,
+  assertIp,
+  assertOneOf,
+  assertPort,
+  assertWeight,
+  makeCommand,
+  serverRef,
+  type Command,
+} from './command.js';
+import { isIP } from 'node:net';
+
+// ---------------------------------------------------------------- builders
+
+/** `show servers state [<backend>]` (version-1 format, also what the state file holds). */
+export function showServersState(backend?: string): Command {
+  return makeCommand(backend === undefined ? 'show servers state' : `show servers state ${assertBackendName(backend)}`);
+}
+
+/**
+ * `set server b/s addr <ip> port <port>`. IP literals only (host names are refused by
+ * HAProxy too). Clearing a slot is `setServerAddr(b, s, '0.0.0.0', 1)`: port 0 would mean
+ * "port mapping" and survive a reload as such.
+ */
+export function setServerAddr(backend: string, server: string, addr: string, port: number): Command {
+  return makeCommand(`set server ${serverRef(backend, server)} addr ${assertIp(addr)} port ${assertPort(port)}`);
+}
+
+export type ServerAdminState = 'ready' | 'drain' | 'maint';
+export function setServerState(backend: string, server: string, state: ServerAdminState): Command {
+  return makeCommand(`set server ${serverRef(backend, server)} state ${assertOneOf(state, ['ready', 'drain', 'maint'], 'state')}`);
+}
+
+/** Absolute weight 0–256 (`static-rr`/`source` backends accept only 0% and 100%). */
+export function setServerWeight(backend: string, server: string, weight: number): Command {
+  return makeCommand(`set server ${serverRef(backend, server)} weight ${assertWeight(weight)}`);
+}
+
+/** Forces the health state until the next check result; only meaningful outside maint. */
+export type ServerHealth = 'up' | 'stopping' | 'down';
+export function setServerHealth(backend: string, server: string, health: ServerHealth): Command {
+  return makeCommand(`set server ${serverRef(backend, server)} health ${assertOneOf(health, ['up', 'stopping', 'down'], 'health')}`);
+}
+
+export interface AddServerOptions {
+  addr: string;
+  port: number;
+  /** Default: HAProxy's (1). `default-server` is NOT applied to dynamic servers. */
+  weight?: number;
+  /** Declare a health check. Default false. Checks only run after `enableHealth`. */
+  check?: boolean;
+  /** Check interval in ms. Default: HAProxy's (2000). */
+  inter?: number;
+  /** Default: HAProxy's (2). */
+  rise?: number;
+  /** Default: HAProxy's (3). */
+  fall?: number;
+  /** Default: unlimited. */
+  maxconn?: number;
+}
+
+/**
+ * `add server b/s <addr>:<port> [...]`. Needs an admin socket and a dynamic balance
+ * algorithm; the server starts in maintenance; it does not survive a reload.
+ */
+export function addServer(backend: string, server: string, o: AddServerOptions): Command {
+  const ip = assertIp(o.addr);
+  // HAProxy takes `[::1]:80` (and, ambiguously, `::1:80`); a bare `::1` is misread as an FQDN.
+  const addr = isIP(ip) === 6 ? `[${ip}]:${assertPort(o.port)}` : `${ip}:${assertPort(o.port)}`;
+  const words = [`add server ${serverRef(backend, server)} ${addr}`];
+  if (o.weight !== undefined) words.push(`weight ${assertWeight(o.weight)}`);
+  if (o.check) words.push('check');
+  if (o.inter !== undefined) words.push(`inter ${assertInt(o.inter, 1, 3_600_000, 'inter')}`);
+  if (o.rise !== undefined) words.push(`rise ${assertInt(o.rise, 1, 1000, 'rise')}`);
+  if (o.fall !== undefined) words.push(`fall ${assertInt(o.fall, 1, 1000, 'fall')}`);
+  if (o.maxconn !== undefined) words.push(`maxconn ${assertInt(o.maxconn, 0, 1_000_000, 'maxconn')}`);
+  return makeCommand(words.join(' '));
+}
+
+/** Only servers in maintenance without attached connections can be deleted. */
+export function delServer(backend: string, server: string): Command {
+  return makeCommand(`del server ${serverRef(backend, server)}`);
+}
+
+/** Starts health checks (needed after `add server ... check`; they then run even in maint). */
+export function enableHealth(backend: string, server: string): Command {
+  return makeCommand(`enable health ${serverRef(backend, server)}`);
+}
+
+export function disableHealth(backend: string, server: string): Command {
+  return makeCommand(`disable health ${serverRef(backend, server)}`);
+}
+
+// ---------------------------------------------------------------- parser
+
+/** `srv_admin_state` flags (HAProxy `enum srv_admin`). */
+export const SRV_ADMIN = Object.freeze({
+  /** Forced into maintenance (`state maint`). */
+  FMAINT: 0x01,
+  /** Maintenance inherited from a tracked server. */
+  IMAINT: 0x02,
+  /** `disabled` in the config; stays set after `state ready`, so it alone is NOT maintenance. */
+  CMAINT: 0x04,
+  /** Forced drain (`state drain`). */
+  FDRAIN: 0x08,
+  /** Drain inherited from a tracked server. */
+  IDRAIN: 0x10,
+  /** Maintenance because address resolution failed. */
+  RMAINT: 0x20,
+  /** FQDN set from the CLI. */
+  HMAINT: 0x40,
+});
+
+/** `srv_op_state` values. */
+export const SRV_OP = Object.freeze({ STOPPED: 0, STARTING: 1, RUNNING: 2, STOPPING: 3 });
+
+export interface ServerStateRow {
+  beId: number;
+  beName: string;
+  srvId: number;
+  srvName: string;
+  /** IP literal; `-` when unset (e.g. a dynamic server added with an FQDN). */
+  srvAddr: string;
+  srvOpState: number;
+  /** Bit set of `SRV_ADMIN` flags. */
+  srvAdminState: number;
+  srvUweight: number;
+  srvIweight: number;
+  srvTimeSinceLastChange: number;
+  srvCheckStatus: number;
+  srvCheckResult: number;
+  srvCheckHealth: number;
+  srvCheckState: number;
+  srvAgentState: number;
+  bkFForcedId: number;
+  srvFForcedId: number;
+  /** null for `-`. */
+  srvFqdn: string | null;
+  srvPort: number;
+  srvrecord: string | null;
+  srvUseSsl: number;
+  srvCheckPort: number;
+  srvCheckAddr: string | null;
+  srvAgentAddr: string | null;
+  srvAgentPort: number;
+  /** Every column by its header name, verbatim (future columns included). */
+  raw: Record<string, string>;
+}
+
+const NUMERIC: Record<string, keyof ServerStateRow> = {
+  be_id: 'beId',
+  srv_id: 'srvId',
+  srv_op_state: 'srvOpState',
+  srv_admin_state: 'srvAdminState',
+  srv_uweight: 'srvUweight',
+  srv_iweight: 'srvIweight',
+  srv_time_since_last_change: 'srvTimeSinceLastChange',
+  srv_check_status: 'srvCheckStatus',
+  srv_check_result: 'srvCheckResult',
+  srv_check_health: 'srvCheckHealth',
+  srv_check_state: 'srvCheckState',
+  srv_agent_state: 'srvAgentState',
+  bk_f_forced_id: 'bkFForcedId',
+  srv_f_forced_id: 'srvFForcedId',
+  srv_port: 'srvPort',
+  srv_use_ssl: 'srvUseSsl',
+  srv_check_port: 'srvCheckPort',
+  srv_agent_port: 'srvAgentPort',
+};
+const TEXT: Record<string, keyof ServerStateRow> = { be_name: 'beName', srv_name: 'srvName', srv_addr: 'srvAddr' };
+const OPTIONAL_TEXT: Record<string, keyof ServerStateRow> = {
+  srv_fqdn: 'srvFqdn',
+  srvrecord: 'srvrecord',
+  srv_check_addr: 'srvCheckAddr',
+  srv_agent_addr: 'srvAgentAddr',
+};
+const REQUIRED = ['be_id', 'be_name', 'srv_id', 'srv_name', 'srv_addr', 'srv_op_state', 'srv_admin_state', 'srv_uweight', 'srv_port'];
+
+/**
+ * Parses `show servers state` (format version 1): a `1` line, a `# be_id be_name ...`
+ * header, then one space-separated row per server. Columns are taken by header name.
+ */
+export function parseServersState(text: string): ServerStateRow[] {
+  const lines = text.split('\n').filter((l) => l.trim() !== '');
+  if (lines[0]?.trim() !== '1') {
+    throw new ReplyParseError('show servers state: expected format version line "1"', { reply: text.slice(0, 200) });
+  }
+  const header = lines[1];
+  if (!header?.startsWith('# ')) throw new ReplyParseError('show servers state: missing "# be_id ..." header', { reply: text.slice(0, 200) });
+  const names = header.slice(2).trim().split(/\s+/);
+  for (const r of REQUIRED) {
+    if (!names.includes(r)) throw new ReplyParseError(`show servers state: header lacks ${r}`, { header });
+  }
+  return lines.slice(2).map((line) => {
+    const cells = line.trim().split(/\s+/);
+    if (cells.length < names.length) throw new ReplyParseError('show servers state: short row', { line, columns: names.length });
+    const raw: Record<string, string> = {};
+    names.forEach((n, i) => (raw[n] = cells[i] ?? ''));
+    const row: Record<string, unknown> = { raw };
+    for (const [col, key] of Object.entries(NUMERIC)) {
+      const v = raw[col];
+      const n = v === undefined ? 0 : Number(v);
+      if (!Number.isFinite(n)) throw new ReplyParseError(`show servers state: ${col} is not a number`, { line, value: v });
+      row[key] = n;
+    }
+    for (const [col, key] of Object.entries(TEXT)) row[key] = raw[col] ?? '';
+    for (const [col, key] of Object.entries(OPTIONAL_TEXT)) row[key] = raw[col] === undefined || raw[col] === '-' ? null : raw[col];
+    return row as unknown as ServerStateRow;
+  });
+}
+
+/** Maintenance of any kind that stops traffic (forced, inherited or resolution); CMAINT alone is not. */
+export function isMaint(row: Pick<ServerStateRow, 'srvAdminState'>): boolean {
+  return (row.srvAdminState & (SRV_ADMIN.FMAINT | SRV_ADMIN.IMAINT | SRV_ADMIN.RMAINT)) !== 0;
+}
+
+/** Draining (forced or inherited). A server can be both draining and in maintenance. */
+export function isDrain(row: Pick<ServerStateRow, 'srvAdminState'>): boolean {
+  return (row.srvAdminState & (SRV_ADMIN.FDRAIN | SRV_ADMIN.IDRAIN)) !== 0;
+}
