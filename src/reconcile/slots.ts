@@ -75,14 +75,14 @@ export function nextPowerOfTwo(n: number): number {
 }
 
 /**
- * Template slot count to render: max(minSlots, next power of two ≥ needed, keep).
+ * Template slot count to render: max(minSlots, next power of two ≥ max(needed, keep)).
  * Growing geometrically makes scaling 1 → N cost at most O(log N) reloads. `keep` is
  * the highest slot index that must survive the reload (a slot holding a desired
  * upstream), so a render never cuts a serving upstream off.
  */
 export function desiredCapacity(needed: number, minSlots: number, keep = 0): number {
   const min = Math.max(1, Math.floor(minSlots));
-  return Math.max(min, nextPowerOfTwo(Math.max(0, needed)), Math.max(0, Math.floor(keep)));
+  return Math.max(min, nextPowerOfTwo(Math.max(0, needed, keep)));
 }
 
 export type Placement =
