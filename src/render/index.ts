@@ -1,0 +1,4 @@
+/** src/render: haproxy.cfg + map files from the Registry, validation, atomic writes, guarded reloads. */
+export * from './template.js';
+export * from './validate.js';
+export * from './files.js';

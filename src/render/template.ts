@@ -1,0 +1,465 @@
+/**
+ * Renders haproxy.cfg and its support files (hosts map, SNI map, url_reg pattern files)
+ * from the typed Registry. Pure: no I/O besides loading the template once.
+ *
+ * Layout decisions (see also the comments in haproxy.cfg.eta):
+ * - HTTP (`fe-http`): url_reg rules first, in service-name order, each `url_reg -f <file>`
+ *   (the regex lives in a pattern file, never on a config line); then the Host map
+ *   (`Host` lower-cased, port and trailing dot stripped); then `default_backend`:
+ *   `http-default` when an http service `default` exists (and is not passthrough),
+ *   otherwise `internal-no-route` (503 "no route").
+ * - HTTPS (`fe-https`, TCP mode) is served when `httpsPort` is set and there are
+ *   certificates or passthrough services: SNI found in the SNI map goes to `tls-<svc>`;
+ *   the rest goes (certificates present) through a unix socket with PROXY v2 to
+ *   `fe-https-terminate`, which routes exactly like `fe-http`, or (no certificates) to
+ *   the passthrough `default` service if there is one, else is rejected.
+ * - Domains of passthrough services are only in the SNI map: their backends are TCP mode
+ *   and cannot serve HTTP requests.
+ * - TCP services: `fe-tcp-<svc>` binding each port, `default_backend tcp-<svc>`. A port
+ *   already taken (HTTP/HTTPS/stats port, or an earlier service by name) is not bound,
+ *   with a warning: HAProxy would pass `-c` and then fail to start.
+ * - Fixed proxy names (`fe-*`, `internal-*`, `stats`) cannot clash with service backends,
+ *   which always start with `http-`, `tls-` or `tcp-`.
+ */
+import { readFileSync, existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { Eta } from 'eta';
+import {
+  backendName,
+  structureHash,
+  DEFAULT_SERVICE,
+  SLOT_PREFIX,
+  type HttpService,
+  type Registry,
+  type Service,
+} from '../model.js';
+import { InvalidArgumentError } from '../errors.js';
+import { logger } from '../log.js';
+import {
+  assertAbsPath,
+  assertDomain,
+  assertInt,
+  assertName,
+  assertPort,
+  assertProxyName,
+  assertToken,
+  bindHost,
+  logTarget,
+  STATS_PASSWORD_RE,
+  STATS_USER_RE,
+} from './safe.js';
+
+const log = logger('render');
+
+export interface RenderSettings {
+  /** Directory for config, maps, state file and sockets. Absolute. */
+  stateDir: string;
+  /** Address the public frontends bind: `*` (all IPv4, as the seed), an IPv4 literal, or an IPv6 literal (`::` = dual stack). Default `*`. */
+  bindAddress: string;
+  /** HTTP frontend port. Default 80. */
+  httpPort: number;
+  /** HTTPS/TLS frontend port, served only when `hasCerts` or a passthrough service exists; null = never. Default 443. */
+  httpsPort: number | null;
+  /** Stats page (`/admin?stats`) and Prometheus `/metrics`; served only with a `statsPassword`. null = off. Default null. */
+  statsPort: number | null;
+  /** Stats user, `[A-Za-z0-9._-]{1,64}`. Default `admin`. */
+  statsUser: string;
+  /** Stats password, `[A-Za-z0-9._~!@%^*+=,/-]{8,128}`; null = stats page not served. Default null. */
+  statsPassword: string | null;
+  /** Directory of PEM files (cert + key) for TLS termination (`crt <dir>`). Default null. */
+  certsDir: string | null;
+  /** Whether `certsDir` holds at least one PEM (HAProxy refuses an empty crt directory). Default false. */
+  hasCerts: boolean;
+  /** Runtime API socket (`stats socket ... level admin`). Default `<stateDir>/admin.sock`. */
+  adminSocket: string;
+  /** Where the updater dumps `show servers state` before a reload. Default `<stateDir>/server-state`. */
+  serverStateFile: string;
+  /** Host → backend map file. Default `<stateDir>/hosts.map`. */
+  hostsMap: string;
+  /** SNI → passthrough backend map file. Default `<stateDir>/sni.map`. */
+  sniMap: string;
+  /** Directory of url_reg pattern files (`<svc>.pat`). Default `<stateDir>/url_reg`. */
+  urlRegDir: string;
+  /** HAProxy access log: `stdout`, `stderr`, an absolute unix socket (`/dev/log`) or `IPv4:port`; null = no access log. Default null. */
+  logTarget?: string | null;
+  /** Global `maxconn`; undefined/null = HAProxy derives it from the fd limit. Default undefined. */
+  maxconn?: number | null;
+  /** Health-check `inter` in ms: also the worst-case delay before a slot leaving maintenance is first checked. Default 500. */
+  checkInterMs?: number;
+}
+
+export function defaultSettings(stateDir: string): RenderSettings {
+  return {
+    stateDir,
+    bindAddress: '*',
+    httpPort: 80,
+    httpsPort: 443,
+    statsPort: null,
+    statsUser: 'admin',
+    statsPassword: null,
+    certsDir: null,
+    hasCerts: false,
+    adminSocket: path.join(stateDir, 'admin.sock'),
+    serverStateFile: path.join(stateDir, 'server-state'),
+    hostsMap: path.join(stateDir, 'hosts.map'),
+    sniMap: path.join(stateDir, 'sni.map'),
+    urlRegDir: path.join(stateDir, 'url_reg'),
+    logTarget: null,
+    checkInterMs: 500,
+  };
+}
+
+export interface RenderInput {
+  registry: Registry;
+  /** Slots per backend name; a backend missing here gets `defaultSlots(svc)`. */
+  capacity: ReadonlyMap<string, number>;
+  settings: RenderSettings;
+}
+
+export interface Rendered {
+  config: string;
+  /** Support files: absolute path → content (hosts.map, sni.map, url_reg pattern files). */
+  files: Map<string, string>;
+}
+
+/** Upper bound on slots per backend (a typo in capacity must not render 10^6 servers). */
+export const MAX_SLOTS = 4096;
+
+/** Fixed proxy names; none starts with `http-`, `tls-` or `tcp-`, so none can clash with a service backend. */
+export const NO_ROUTE_BACKEND = 'internal-no-route';
+export const TLS_NO_ROUTE_BACKEND = 'internal-tls-no-route';
+export const HTTPS_HOP_BACKEND = 'internal-https-terminate';
+
+/** The default slot count: max(minSlots, next power of two ≥ upstream count). */
+export function defaultSlots(svc: Service): number {
+  const needed = svc.upstreams.size;
+  let pow = 1;
+  while (pow < needed) pow *= 2;
+  return Math.min(MAX_SLOTS, Math.max(svc.options.minSlots, pow));
+}
+
+/** Pattern file of a service's url_reg. */
+export function urlRegFile(settings: Pick<RenderSettings, 'urlRegDir'>, svcName: string): string {
+  return path.join(settings.urlRegDir, `${assertName(svcName, 'service name')}.pat`);
+}
+
+/** Unix socket between fe-https and fe-https-terminate. */
+export function httpsHopSocket(settings: Pick<RenderSettings, 'stateDir'>): string {
+  return path.join(settings.stateDir, 'https-terminate.sock');
+}
+
+// ---------------------------------------------------------------------------- map files
+
+function sortedServices<T extends Service>(m: ReadonlyMap<string, T>): T[] {
+  return [...m.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/**
+ * `domain backend` lines sorted by domain. A domain claimed by two services goes to the
+ * first by name (HAProxy would also take the first of duplicate keys, but only of the
+ * order it loaded; this makes it deterministic) and the other claim is logged.
+ */
+function mapText(services: HttpService[], which: string): string {
+  const entries = new Map<string, string>();
+  for (const svc of services) {
+    assertName(svc.name, 'service name');
+    const be = assertProxyName(backendName(svc), 'backend name');
+    for (const d of svc.domains) {
+      assertDomain(d, `domain of ${svc.name}`);
+      const prev = entries.get(d);
+      if (prev !== undefined) {
+        log.warn({ domain: d, kept: prev, ignored: be, map: which }, 'domain claimed by two services; the first by name keeps it');
+        continue;
+      }
+      entries.set(d, be);
+    }
+  }
+  const keys = [...entries.keys()].sort();
+  return keys.map((k) => `${k} ${entries.get(k)}\n`).join('');
+}
+
+/** Content of the hosts map: domains of the non-passthrough http services. */
+export function renderHostsMap(registry: Registry): string {
+  return mapText(sortedServices(registry.http).filter((s) => !s.sslPassthrough), 'hosts');
+}
+
+/** Content of the SNI map: domains of the passthrough services → `tls-<svc>`. */
+export function renderSniMap(registry: Registry): string {
+  return mapText(sortedServices(registry.http).filter((s) => s.sslPassthrough), 'sni');
+}
+
+/**
+ * A url_reg pattern file holds one regex per line; HAProxy skips leading blanks and lines
+ * starting with `#`. The regex must be one line; an initial blank or `#` is kept by
+ * prefixing the empty group `(?:)`, which matches the same URLs.
+ */
+function patternFileText(svcName: string, regex: unknown): string {
+  if (typeof regex !== 'string' || regex.length === 0 || regex.length > 4096 || /[\u0000-\u001f\u007f]/.test(regex)) {
+    throw new InvalidArgumentError(`url_reg of ${svcName}: must be one line of 1-4096 printable characters`, { service: svcName });
+  }
+  return /^[\s#]/.test(regex) ? `(?:)${regex}\n` : `${regex}\n`;
+}
+
+// ---------------------------------------------------------------------------- config
+
+let compiled: { eta: Eta } | null = null;
+
+/** The template sits beside this module in src/; a build in dist/ falls back to src/. */
+function templateEngine(): Eta {
+  if (compiled) return compiled.eta;
+  const candidates = [new URL('./haproxy.cfg.eta', import.meta.url), new URL('../../src/render/haproxy.cfg.eta', import.meta.url)];
+  const file = candidates.map((u) => fileURLToPath(u)).find((f) => existsSync(f));
+  if (!file) throw new Error(`haproxy.cfg.eta not found beside ${fileURLToPath(import.meta.url)}`);
+  const eta = new Eta({
+    // Not HTML: no XML escaping, but every interpolation must be one safe config word.
+    autoEscape: false,
+    autoFilter: true,
+    filterFunction: (v: unknown) => assertToken(v, 'template value'),
+    autoTrim: false,
+    cache: true,
+  });
+  eta.loadTemplate('@haproxy.cfg', readFileSync(file, 'utf8'));
+  compiled = { eta };
+  return eta;
+}
+
+function ms(v: number): string {
+  return `${v}ms`;
+}
+
+type Words = string[];
+
+function bindWords(address: string, port: number, extra: Words = []): Words {
+  const { host, dualStack } = bindHost(address);
+  return [`${host}:${assertPort(port)}`, ...(dualStack ? ['v4v6'] : []), ...extra];
+}
+
+/**
+ * Renders haproxy.cfg and the support files. Throws InvalidArgumentError when a value
+ * fails the render-time checks (nothing is half-rendered).
+ */
+export function renderConfig(input: RenderInput): Rendered {
+  const { registry, capacity, settings: s } = input;
+
+  // ---- settings
+  assertAbsPath(s.stateDir, 'stateDir');
+  const adminSocket = assertAbsPath(s.adminSocket, 'adminSocket');
+  const serverStateFile = assertAbsPath(s.serverStateFile, 'serverStateFile');
+  const hostsMap = assertAbsPath(s.hostsMap, 'hostsMap');
+  const sniMap = assertAbsPath(s.sniMap, 'sniMap');
+  assertAbsPath(s.urlRegDir, 'urlRegDir');
+  const httpPort = assertPort(s.httpPort, 'httpPort');
+  bindHost(s.bindAddress);
+  const maxconn = s.maxconn === undefined || s.maxconn === null ? null : assertInt(s.maxconn, 1, 10_000_000, 'maxconn');
+  const inter = assertInt(s.checkInterMs ?? 500, 100, 3_600_000, 'checkInterMs');
+  const log_ = s.logTarget ? logTarget(s.logTarget) : null;
+  if (!/^[0-9]+$/.test(registry.revision)) {
+    throw new InvalidArgumentError(`registry revision ${JSON.stringify(registry.revision)} is not a decimal`, { value: registry.revision });
+  }
+
+  const http = sortedServices(registry.http);
+  const tcp = sortedServices(registry.tcp);
+  for (const svc of [...http, ...tcp]) assertName(svc.name, 'service name');
+  const passthrough = http.filter((svc) => svc.sslPassthrough);
+
+  // ---- stats
+  let stats: { binds: Words[]; auth: string } | null = null;
+  if (s.statsPort !== null && s.statsPort !== undefined) {
+    const port = assertPort(s.statsPort, 'statsPort');
+    if (!s.statsPassword) {
+      log.warn({ statsPort: port }, 'stats port set without a stats password: the stats page is not served');
+    } else {
+      if (!STATS_USER_RE.test(s.statsUser)) throw new InvalidArgumentError(`statsUser must match ${STATS_USER_RE}`, { what: 'statsUser' });
+      // The password itself never goes into an error message or log line.
+      if (!STATS_PASSWORD_RE.test(s.statsPassword)) {
+        throw new InvalidArgumentError(`statsPassword must match ${STATS_PASSWORD_RE}`, { what: 'statsPassword' });
+      }
+      if (port === httpPort) throw new InvalidArgumentError('statsPort equals httpPort', { statsPort: port });
+      stats = { binds: [bindWords(s.bindAddress, port)], auth: `${s.statsUser}:${s.statsPassword}` };
+    }
+  }
+
+  // ---- https
+  let https: {
+    binds: Words[];
+    sniMap: string;
+    fallback: string;
+    terminate: { hopBackend: string; socket: string } | null;
+    /** The rejecting backend, when unmatched SNI has nowhere to go. */
+    reject: string | null;
+  } | null = null;
+  let certsDir: string | null = null;
+  if (s.hasCerts) {
+    if (!s.certsDir) throw new InvalidArgumentError('hasCerts is set but certsDir is not', { what: 'certsDir' });
+    certsDir = assertAbsPath(s.certsDir, 'certsDir');
+  }
+  const wantsHttps = s.hasCerts || passthrough.length > 0;
+  if (wantsHttps && (s.httpsPort === null || s.httpsPort === undefined)) {
+    log.warn({ passthrough: passthrough.map((p) => p.name), hasCerts: s.hasCerts }, 'no httpsPort: TLS (termination and passthrough) not served');
+  }
+  if (wantsHttps && s.httpsPort !== null && s.httpsPort !== undefined) {
+    const port = assertPort(s.httpsPort, 'httpsPort');
+    if (port === httpPort || port === s.statsPort) throw new InvalidArgumentError('httpsPort equals httpPort or statsPort', { httpsPort: port });
+    let terminate: { hopBackend: string; socket: string } | null = null;
+    let fallback = TLS_NO_ROUTE_BACKEND;
+    if (certsDir) {
+      const socket = assertAbsPath(httpsHopSocket(s), 'https hop socket');
+      // sun_path is 108 bytes including the NUL; HAProxy also appends `.<pid>.tmp` while binding.
+      if (Buffer.byteLength(socket) > 90) {
+        throw new InvalidArgumentError(`stateDir too long for a unix socket path (${socket})`, { what: 'stateDir' });
+      }
+      terminate = { hopBackend: HTTPS_HOP_BACKEND, socket };
+      fallback = HTTPS_HOP_BACKEND;
+    } else {
+      const def = registry.http.get(DEFAULT_SERVICE);
+      if (def?.sslPassthrough) fallback = backendName(def);
+    }
+    https = { binds: [bindWords(s.bindAddress, port)], sniMap, fallback, terminate, reject: fallback === TLS_NO_ROUTE_BACKEND ? fallback : null };
+  }
+
+  // ---- http frontends (plain, and the TLS-terminating one behind fe-https)
+  const defaultHttp = registry.http.get(DEFAULT_SERVICE);
+  const httpDefault = defaultHttp && !defaultHttp.sslPassthrough ? backendName(defaultHttp) : NO_ROUTE_BACKEND;
+  const httpFrontends: Array<{ name: string; proto: 'http' | 'https'; binds: Words[] }> = [
+    { name: 'fe-http', proto: 'http', binds: [bindWords(s.bindAddress, httpPort)] },
+  ];
+  if (https?.terminate && certsDir) {
+    httpFrontends.push({
+      name: 'fe-https-terminate',
+      proto: 'https',
+      binds: [[`unix@${https.terminate.socket}`, 'mode', '600', 'accept-proxy', 'ssl', 'crt', certsDir, 'alpn', 'h2,http/1.1']],
+    });
+  }
+
+  // ---- url_reg pattern files
+  const files = new Map<string, string>();
+  const urlRegs: Array<{ backend: string; file: string }> = [];
+  for (const svc of http) {
+    if (svc.urlReg === null) continue;
+    if (svc.sslPassthrough) {
+      log.warn({ service: svc.name }, 'url_reg ignored for a passthrough service (no HTTP to match)');
+      continue;
+    }
+    const file = assertAbsPath(urlRegFile(s, svc.name), 'url_reg file');
+    files.set(file, patternFileText(svc.name, svc.urlReg));
+    urlRegs.push({ backend: backendName(svc), file });
+  }
+  files.set(hostsMap, renderHostsMap(registry));
+  files.set(sniMap, renderSniMap(registry));
+
+  // ---- tcp frontends: ports already taken are skipped (HAProxy would fail at startup)
+  const taken = new Map<number, string>([[httpPort, 'httpPort']]);
+  if (https && s.httpsPort) taken.set(s.httpsPort, 'httpsPort');
+  if (stats && s.statsPort) taken.set(s.statsPort, 'statsPort');
+  const tcpFrontends: Array<{ frontend: string; backend: string; binds: Words[] }> = [];
+  for (const svc of tcp) {
+    const binds: Words[] = [];
+    for (const port of svc.ports) {
+      assertPort(port, `port of ${svc.name}`);
+      const owner = taken.get(port);
+      if (owner !== undefined) {
+        log.warn({ service: svc.name, port, owner }, 'tcp port already in use by another listener; not bound');
+        continue;
+      }
+      taken.set(port, svc.name);
+      binds.push(bindWords(s.bindAddress, port));
+    }
+    if (binds.length === 0) continue;
+    tcpFrontends.push({ frontend: assertProxyName(`fe-tcp-${svc.name}`), backend: backendName(svc), binds });
+  }
+
+  // ---- backends
+  const backends = [...http, ...tcp].map((svc) => {
+    const name = assertProxyName(backendName(svc), 'backend name');
+    const o = svc.options;
+    const slots = assertInt(capacity.get(name) ?? defaultSlots(svc), 1, MAX_SLOTS, `capacity of ${name}`);
+    const tls = svc.kind === 'http' && svc.sslPassthrough;
+    const healthPath = svc.kind === 'http' && o.healthPath !== null ? assertHealthPath(o.healthPath, svc.name) : null;
+    const slotLine: Words = [SLOT_PREFIX, `1-${slots}`, 'slot.invalid:1', 'check', 'disabled', 'init-addr', 'last,0.0.0.0'];
+    if (o.maxconn !== null) slotLine.push('maxconn', String(assertInt(o.maxconn, 1, 10_000_000, `maxconn of ${svc.name}`)));
+    // A passthrough upstream speaks TLS: its HTTP check must too.
+    if (tls && healthPath !== null) slotLine.push('check-ssl', 'verify', 'none');
+    return {
+      name,
+      hash: structureHash(svc),
+      mode: svc.kind === 'tcp' || tls ? 'tcp' : 'http',
+      balance: assertBalance(o.balance, svc.name),
+      healthPath,
+      slotLine,
+    };
+  });
+
+  const view = {
+    revision: registry.revision,
+    maxconn,
+    adminSocket,
+    serverStateFile,
+    log: log_,
+    check: { inter: ms(inter), fastinter: ms(Math.max(100, Math.floor(inter / 2))), downinter: ms(Math.max(inter, 1000)) },
+    httpFrontends,
+    urlRegs,
+    hostsMap,
+    httpDefault,
+    https,
+    noRoute: NO_ROUTE_BACKEND,
+    tcp: tcpFrontends,
+    backends,
+    stats,
+  };
+  const config = templateEngine().render('@haproxy.cfg', view);
+  return { config, files };
+}
+
+const BALANCES = new Set(['roundrobin', 'leastconn', 'first', 'source', 'static-rr', 'random']);
+function assertBalance(v: unknown, svc: string): string {
+  if (typeof v !== 'string' || !BALANCES.has(v)) throw new InvalidArgumentError(`balance of ${svc}: ${JSON.stringify(v)} is not supported`, { service: svc });
+  return v;
+}
+
+// An absolute URI path (+ query) of unreserved/sub-delim characters that need no quoting.
+const HEALTH_PATH_RE = /^\/[A-Za-z0-9._~%/?=&+:@!*,-]{0,255}$/;
+function assertHealthPath(v: unknown, svc: string): string {
+  if (typeof v !== 'string' || !HEALTH_PATH_RE.test(v)) {
+    throw new InvalidArgumentError(`healthPath of ${svc}: ${JSON.stringify(v)} is not a plain absolute path`, { service: svc, value: v });
+  }
+  return v;
+}
+
+// ---------------------------------------------------------------------------- reading back
+
+/**
+ * `backend → structure hash` from a config this module rendered (the `# structure <hash>`
+ * line in each backend): what the running HAProxy was built with, also after a restart.
+ */
+export function readAppliedStructure(configText: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const { backend, line } of backendLines(configText)) {
+    const m = /^\s*# structure ([0-9a-f]{16})\s*$/.exec(line);
+    if (m?.[1]) out.set(backend, m[1]);
+  }
+  return out;
+}
+
+/** `backend → slot count` from the `server-template <prefix> 1-N` lines. */
+export function readAppliedSlots(configText: string): Map<string, number> {
+  const out = new Map<string, number>();
+  const re = new RegExp(`^\\s*server-template ${SLOT_PREFIX} 1-([0-9]+)\\s`);
+  for (const { backend, line } of backendLines(configText)) {
+    const m = re.exec(line);
+    if (m?.[1]) out.set(backend, Number(m[1]));
+  }
+  return out;
+}
+
+function* backendLines(configText: string): Generator<{ backend: string; line: string }> {
+  let current: string | null = null;
+  for (const line of configText.split('\n')) {
+    const section = /^(global|defaults|frontend|backend|listen|peers|resolvers|userlist|program|mailers|cache|ring|http-errors)\b\s*(\S*)/.exec(line);
+    if (section) {
+      current = section[1] === 'backend' && section[2] ? section[2] : null;
+      continue;
+    }
+    if (current) yield { backend: current, line };
+  }
+}
