@@ -1,0 +1,90 @@
+/**
+ * Master CLI against a real HAProxy 2.6.12 in master-worker mode: a reload verified by a
+ * new worker PID (under traffic), and an invalid config detected as `ReloadFailedError`
+ * while the old worker keeps serving.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { appendFile, readFile, writeFile } from 'node:fs/promises';
+import * as E from '../../src/errors.js';
+import * as R from '../../src/runtime/index.js';
+import { freePort, haproxyTestConfig, removeDir, runLoad, startBackend, startHaproxy } from './harness.js';
+
+test('reload: success (new worker, traffic uninterrupted, slot kept via the state file); invalid config → ReloadFailedError, old worker serving', async (t) => {
+  const httpPort = await freePort();
+  const hp = await startHaproxy(haproxyTestConfig({ httpPort, backends: ['b1'] }));
+  t.after(async () => {
+    await hp.stop();
+    await removeDir(hp.dir);
+  });
+  const be = await startBackend('one');
+  t.after(() => be.close());
+  const client = new R.RuntimeClient({ path: hp.adminSocket });
+  const master = new R.MasterClient({ path: hp.masterSocket });
+  const results = await client.batch([
+    R.addMap(path.join(hp.dir, 'hosts.map'), 'a.test', 'b1'),
+    R.setServerAddr('b1', 's1', '127.0.0.1', be.port),
+    R.setServerState('b1', 's1', 'ready'),
+  ]);
+  assert.ok(results.every((r) => r.ok));
+  const url = `http://127.0.0.1:${httpPort}/`;
+
+  const before = await master.showProc();
+  assert.equal(before.masterPid, hp.pid);
+  assert.equal(before.workers.length, 1);
+  const oldWorker = before.workers[0]!.pid;
+
+  // Map entries added at runtime are not in the file: write it, as the daemon would.
+  await writeFile(path.join(hp.dir, 'hosts.map'), 'a.test b1\n');
+  // Keep the slot's address across the reload: dump the state where `server-state-file` points.
+  await writeFile(path.join(hp.dir, 'server-state'), await client.run(R.showServersState()));
+
+  const load = runLoad({ url, host: 'a.test', durationMs: 1500, concurrency: 2 });
+  await new Promise((r) => setTimeout(r, 300));
+  const ok = await master.reload();
+  t.diagnostic(`reload confirmed in ${ok.durationMs} ms: worker ${ok.previousWorkerPid} → ${ok.workerPid}`);
+  assert.equal(ok.reloadsBefore, before.reloads);
+  assert.equal(ok.reloadsAfter, before.reloads + 1);
+  assert.equal(ok.previousWorkerPid, oldWorker);
+  assert.notEqual(ok.workerPid, oldWorker);
+  const during = await load;
+  assert.equal(during.failed, 0, JSON.stringify(during.failures));
+  assert.ok((during.bodies.one ?? 0) > 10);
+
+  // A new connection reaches the new worker.
+  const info = R.summarizeInfo(R.parseInfo(await client.run(R.showInfo())));
+  assert.equal(info.pid, ok.workerPid);
+  assert.equal(info.stopping, false);
+  const slot = R.parseServersState(await client.run(R.showServersState('b1'))).find((r) => r.srvName === 's1');
+  assert.deepEqual([slot?.srvAddr, slot?.srvPort, slot && R.isMaint(slot)], ['127.0.0.1', be.port, false]);
+
+  // An invalid config: the master reports the failure, the worker from the good reload stays.
+  const good = await readFile(hp.cfgPath, 'utf8');
+  await appendFile(hp.cfgPath, '\n    bogus-keyword\n');
+  const err = await master.reload().then(
+    () => assert.fail('reload of an invalid config reported success'),
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof E.ReloadFailedError, String(err));
+  assert.equal(err.context.reloads, ok.reloadsAfter + 1);
+  assert.equal(err.context.failed, 1);
+  assert.equal(err.recoverable, false);
+  const failedProc = await master.showProc();
+  assert.deepEqual(failedProc.workers.map((w) => w.pid), [ok.workerPid], 'old worker kept');
+  const still = await runLoad({ url, host: 'a.test', maxRequests: 20, concurrency: 2 });
+  assert.deepEqual([still.failed, still.bodies.one], [0, 20], JSON.stringify(still.failures));
+  assert.equal(R.summarizeInfo(R.parseInfo(await client.run(R.showInfo()))).pid, ok.workerPid);
+
+  // Fixed config: the next reload succeeds and `failed` is back to 0.
+  await writeFile(hp.cfgPath, good);
+  const again = await master.reload();
+  assert.notEqual(again.workerPid, ok.workerPid);
+  assert.equal((await master.showProc()).failed, 0);
+});
+
+test('reload against a master socket that is not there: typed, recoverable errors', async () => {
+  const master = new R.MasterClient({ path: '/nonexistent/master.sock' }, { timeoutMs: 300 });
+  await assert.rejects(master.showProc(), (e: unknown) => e instanceof E.RuntimeConnectionError && e.recoverable);
+  await assert.rejects(master.reload({ timeoutMs: 500 }), (e: unknown) => e instanceof E.RuntimeConnectionError);
+});
