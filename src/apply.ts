@@ -1,0 +1,108 @@
+/**
+ * Applies planned operations: each Op becomes one validated Runtime API command, all sent
+ * in one batch (in plan order, on one connection per chunk); map-file rewrites happen after
+ * the map commands so that a reload never reverts a runtime map change.
+ */
+import type { Op } from './reconcile/index.js';
+import type { Registry } from './model.js';
+import type { Command } from './runtime/index.js';
+import {
+  RuntimeClient,
+  setServerAddr,
+  setServerState,
+  setServerWeight,
+  setServerHealth,
+  addServer,
+  enableHealth,
+  delServer,
+  addMap,
+  setMap,
+  delMap,
+} from './runtime/index.js';
+import { atomicWrite, renderHostsMap, renderSniMap, type RenderSettings } from './render/index.js';
+import { logger } from './log.js';
+
+const log = logger('apply');
+
+export interface ApplyResult {
+  op: Op;
+  family: string;
+  ok: boolean;
+  code: string;
+  message?: string;
+}
+
+function toCommand(op: Op, settings: Pick<RenderSettings, 'hostsMap' | 'sniMap'>): Command | null {
+  switch (op.kind) {
+    case 'set-addr':
+      return setServerAddr(op.backend, op.server, op.addr, op.port);
+    case 'set-state':
+      return setServerState(op.backend, op.server, op.state);
+    case 'set-weight':
+      return setServerWeight(op.backend, op.server, op.weight);
+    case 'set-health':
+      return setServerHealth(op.backend, op.server, op.health);
+    case 'add-server':
+      return addServer(op.backend, op.server, { addr: op.addr, port: op.port, weight: op.weight, check: true });
+    case 'enable-health':
+      return enableHealth(op.backend, op.server);
+    case 'del-server':
+      return delServer(op.backend, op.server);
+    case 'map-add':
+      return addMap(op.map === 'hosts' ? settings.hostsMap : settings.sniMap, op.key, op.value);
+    case 'map-set':
+      return setMap(op.map === 'hosts' ? settings.hostsMap : settings.sniMap, op.key, op.value);
+    case 'map-del':
+      return delMap(op.map === 'hosts' ? settings.hostsMap : settings.sniMap, op.key);
+    case 'write-map-file':
+      return null;
+  }
+}
+
+export async function applyOps(
+  runtime: RuntimeClient,
+  ops: readonly Op[],
+  registry: Registry,
+  settings: Pick<RenderSettings, 'hostsMap' | 'sniMap'>,
+): Promise<ApplyResult[]> {
+  const results: ApplyResult[] = [];
+  const commands: Command[] = [];
+  const cmdOps: Op[] = [];
+  const fileWrites: Op[] = [];
+  for (const op of ops) {
+    if (op.kind === 'write-map-file') {
+      fileWrites.push(op);
+      continue;
+    }
+    try {
+      const cmd = toCommand(op, settings);
+      if (cmd) {
+        commands.push(cmd);
+        cmdOps.push(op);
+      }
+    } catch (err) {
+      // A value that fails validation here never reaches the socket; report it.
+      const e = err as { code?: string; message?: string };
+      log.error({ err, op }, 'operation refused before sending');
+      results.push({ op, family: op.kind, ok: false, code: e.code ?? 'E_INVALID_ARGUMENT', message: e.message });
+    }
+  }
+  if (commands.length) {
+    const replies = await runtime.batch(commands);
+    replies.forEach((r, i) => {
+      const op = cmdOps[i]!;
+      if (r.ok) results.push({ op, family: op.kind, ok: true, code: 'ok' });
+      else {
+        log.warn({ err: r.error, op }, 'runtime command failed');
+        results.push({ op, family: op.kind, ok: false, code: r.error.code, message: r.error.message });
+      }
+    });
+  }
+  for (const op of fileWrites) {
+    if (op.kind !== 'write-map-file') continue;
+    const file = op.map === 'hosts' ? settings.hostsMap : settings.sniMap;
+    await atomicWrite(file, op.map === 'hosts' ? renderHostsMap(registry) : renderSniMap(registry));
+    results.push({ op, family: op.kind, ok: true, code: 'ok' });
+  }
+  return results;
+}

@@ -1,0 +1,352 @@
+/**
+ * The daemon: one-way flow. The watcher turns etcd into a typed Registry and only ever
+ * requests a pass; a single queue (concurrency 1) runs passes, each of which observes
+ * HAProxy, plans (pure), and applies the plan: runtime operations in one batch, or a
+ * render + validated + guarded reload when the plan's reasons demand it. Nothing else
+ * talks to HAProxy, so nothing races.
+ */
+import { mkdir, readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import PQueue from 'p-queue';
+import { logger } from './log.js';
+import { Metrics } from './metrics.js';
+import type { Registry, Rejection } from './model.js';
+import { UpdaterError } from './errors.js';
+import { RegistryWatcher, type RegistryUpdate } from './watch/index.js';
+import { RuntimeClient, MasterClient, type SocketTarget } from './runtime/index.js';
+import { plan as makePlan, type Plan, type ObservedState, type PlanContext } from './reconcile/index.js';
+import { renderConfig, Reloader, createGuard, ReloadLimiter, type RenderSettings, type ReloadGuard, type Rendered } from './render/index.js';
+import { observe } from './observe.js';
+import { applyOps } from './apply.js';
+import { ManagedHaproxy } from './haproxy-process.js';
+
+const log = logger('daemon');
+
+export interface DaemonOptions {
+  etcd: { endpoints: string[]; prefix: string; tls?: { ca?: string; cert?: string; key?: string }; auth?: { username: string; password: string } };
+  stateDir: string;
+  mode: 'managed' | 'external';
+  haproxyBin: string;
+  masterSocket: string;
+  runtimeSocket: string;
+  render: RenderSettings;
+  guard: 'none' | 'iptables';
+  /** Network namespace for the iptables guard (tests). Default: none. */
+  guardNetns?: string;
+  drainTimeoutMs: number;
+  holdUntilHealthy: boolean;
+  verifyIntervalMs: number;
+  reloadMinIntervalMs: number;
+  consolidateAfterMs: number;
+  coalesceMs: number;
+}
+
+export type Readiness = { ready: boolean; reasons: string[] };
+
+export class Daemon {
+  readonly metrics = new Metrics();
+  readonly #o: DaemonOptions;
+  readonly #queue = new PQueue({ concurrency: 1 });
+  readonly #runtime: RuntimeClient;
+  readonly #master: MasterClient;
+  readonly #cfgPath: string;
+  #watcher: RegistryWatcher | null = null;
+  #managed: ManagedHaproxy | null = null;
+  #guard: ReloadGuard | null = null;
+  #reloader: Reloader | null = null;
+  #limiter: ReloadLimiter;
+  #registry: Registry | null = null;
+  #rejections: Rejection[] = [];
+  #appliedConfig = '';
+  #drainStartedAt = new Map<string, number>();
+  #deferredSince = 0;
+  #pendingSince = 0;
+  #passQueued = false;
+  #timers = new Set<NodeJS.Timeout>();
+  #verifyTimer: NodeJS.Timeout | null = null;
+  #stopping = false;
+  #lastPassOk = false;
+  #lastPassError: string | null = null;
+  #restarting = false;
+  /** Reloads this process performed (our own count; tests read HAProxy's). */
+  reloadCount = 0;
+  lastPlan: Plan | null = null;
+
+  constructor(opts: DaemonOptions) {
+    this.#o = opts;
+    this.#cfgPath = path.join(opts.stateDir, 'haproxy.cfg');
+    const runtimeTarget: SocketTarget = { path: opts.runtimeSocket };
+    this.#runtime = new RuntimeClient(runtimeTarget, { timeoutMs: 5000 });
+    this.#master = new MasterClient({ path: opts.masterSocket }, { timeoutMs: 5000 });
+    this.#limiter = new ReloadLimiter({ minIntervalMs: opts.reloadMinIntervalMs });
+  }
+
+  get registry(): Registry | null {
+    return this.#registry;
+  }
+  get rejections(): readonly Rejection[] {
+    return this.#rejections;
+  }
+
+  readiness(): Readiness {
+    const reasons: string[] = [];
+    if (!this.#registry) reasons.push('registry not loaded yet');
+    if (!this.#lastPassOk) reasons.push(`last pass failed: ${this.#lastPassError ?? 'no pass yet'}`);
+    if (this.#stopping) reasons.push('stopping');
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  async start(): Promise<void> {
+    await mkdir(this.#o.stateDir, { recursive: true });
+    this.#guard = createGuard(this.#o.guard, { netns: this.#o.guardNetns });
+    await this.#guard.init();
+    this.#reloader = new Reloader({
+      master: this.#master,
+      runtime: this.#runtime,
+      guard: this.#guard,
+      cfgPath: this.#cfgPath,
+      serverStateFile: this.#o.render.serverStateFile,
+      guardPorts: () => this.#frontendPorts(),
+      haproxyBin: this.#o.haproxyBin,
+    });
+
+    const watcher = new RegistryWatcher({
+      endpoints: this.#o.etcd.endpoints,
+      prefix: this.#o.etcd.prefix,
+      coalesceMs: this.#o.coalesceMs,
+      tls: this.#o.etcd.tls,
+      auth: this.#o.etcd.auth,
+    });
+    this.#watcher = watcher;
+    const states = ['idle', 'connecting', 'loading', 'watching', 'disconnected', 'stopped'];
+    watcher.onStateChange((s: string) => this.metrics.setEtcdState(s, states));
+    watcher.onUpdate((u: RegistryUpdate) => this.#onRegistry(u));
+    // The first load decides the initial config; an unreachable etcd must not block HAProxy
+    // from starting with what it last had, so start() does not wait forever.
+    const firstLoad = watcher.start();
+    await Promise.race([firstLoad, new Promise((r) => setTimeout(r, 5000))]);
+
+    if (this.#o.mode === 'managed') await this.#startManaged();
+    this.#appliedConfig = await readFile(this.#cfgPath, 'utf8').catch(() => '');
+
+    this.#verifyTimer = setInterval(() => this.requestPass('verify'), this.#o.verifyIntervalMs);
+    this.#verifyTimer.unref();
+    await this.requestPass('start');
+  }
+
+  async #startManaged(): Promise<void> {
+    const managed = new ManagedHaproxy({
+      bin: this.#o.haproxyBin,
+      cfgPath: this.#cfgPath,
+      masterSocket: this.#o.masterSocket,
+      onUnexpectedExit: () => void this.#restartManaged(),
+    });
+    this.#managed = managed;
+    const existing = await readFile(this.#cfgPath, 'utf8').catch(() => null);
+    const running = await this.#master.showProc().catch(() => null);
+    if (!running && existing === null) {
+      // Nothing to start from: render the current registry (or an empty one) first.
+      const rendered = this.#render(new Map());
+      await this.#reloader!.write(rendered);
+    }
+    await managed.start();
+  }
+
+  async #restartManaged(): Promise<void> {
+    if (this.#stopping || this.#restarting || !this.#managed) return;
+    this.#restarting = true;
+    try {
+      for (let attempt = 1; !this.#stopping; attempt++) {
+        try {
+          await this.#managed.start();
+          log.warn({ attempt }, 'haproxy restarted after an unexpected exit; re-applying the registry');
+          break;
+        } catch (err) {
+          log.error({ err, attempt }, 'could not restart haproxy');
+          await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** attempt)));
+        }
+      }
+    } finally {
+      this.#restarting = false;
+    }
+    await this.requestPass('haproxy-restarted');
+  }
+
+  #onRegistry(u: RegistryUpdate): void {
+    this.metrics.registryStale.set(u.stale ? 1 : 0);
+    if (u.stale) {
+      log.warn({ revision: u.revision }, 'etcd unreachable: keeping the last good registry in force');
+      return;
+    }
+    this.#registry = u.registry;
+    this.#rejections = u.rejections;
+    this.metrics.rejectedEntries.set(u.rejections.length);
+    if (u.rejections.length) this.metrics.rejectionsTotal.inc(u.rejections.length);
+    if (!this.#pendingSince) this.#pendingSince = Date.now();
+    void this.requestPass(u.cause);
+  }
+
+  /** Queues one pass unless one is already waiting (passes always read the latest state). */
+  requestPass(why: string): Promise<void> {
+    if (this.#stopping) return Promise.resolve();
+    if (this.#passQueued) return this.#queue.onIdle();
+    this.#passQueued = true;
+    return this.#queue.add(async () => {
+      this.#passQueued = false;
+      await this.#pass(why);
+    });
+  }
+
+  #later(ms: number, why: string): void {
+    const t = setTimeout(() => {
+      this.#timers.delete(t);
+      void this.requestPass(why);
+    }, ms);
+    t.unref();
+    this.#timers.add(t);
+  }
+
+  async #pass(why: string): Promise<void> {
+    const registry = this.#registry;
+    if (!registry) return;
+    const started = Date.now();
+    try {
+      let observed = await observe(this.#runtime, this.#o.render, this.#appliedConfig);
+      let plan = this.#plan(registry, observed);
+      const settingsChanged = this.#settingsChanged();
+      const consolidate =
+        this.#o.consolidateAfterMs > 0 && plan.reasons.length > 0 && this.#deferredSince > 0 && Date.now() - this.#deferredSince >= this.#o.consolidateAfterMs;
+      if (plan.reasons.length === 0) this.#deferredSince = 0;
+      else if (!this.#deferredSince) this.#deferredSince = Date.now();
+
+      if (plan.reload || settingsChanged || consolidate) {
+        const wait = this.#limiter.nextAllowedAt() - Date.now();
+        if (wait > 0) {
+          log.debug({ waitMs: wait }, 'reload rate-limited; runtime changes applied now');
+          this.#later(wait, 'rate-limited-reload');
+        } else {
+          const reasons = plan.reasons.map((r) => `${r.kind}:${r.backend}`);
+          if (settingsChanged) reasons.push('settings');
+          await this.#reload(registry, plan, reasons);
+          observed = await observe(this.#runtime, this.#o.render, this.#appliedConfig);
+          plan = this.#plan(registry, observed);
+        }
+      }
+      await this.#apply(plan, registry);
+      this.lastPlan = plan;
+      this.#updateSlotMetrics(observed);
+      if (plan.pending) this.#later(250, 'pending');
+      else if (this.#pendingSince && plan.ops.length === 0 && !plan.reload) {
+        this.metrics.convergence.observe((Date.now() - this.#pendingSince) / 1000);
+        this.#pendingSince = 0;
+      } else if (plan.ops.length > 0) this.#later(0, 'confirm');
+      this.#lastPassOk = true;
+      this.#lastPassError = null;
+      this.metrics.passes.inc({ result: 'ok' });
+      log.debug({ why, ms: Date.now() - started, ops: plan.ops.length, reasons: plan.reasons.length }, 'pass done');
+    } catch (err) {
+      this.#lastPassOk = false;
+      this.#lastPassError = err instanceof Error ? err.message : String(err);
+      this.metrics.passes.inc({ result: 'error' });
+      log.error({ err, why }, 'pass failed; will retry');
+      if (this.#managed && !this.#managed.alive() && this.#managed.state === 'adopted') void this.#restartManaged();
+      this.#later(err instanceof UpdaterError && err.recoverable ? 250 : 1000, 'retry');
+    }
+  }
+
+  #plan(registry: Registry, observed: ObservedState): Plan {
+    const ctx: PlanContext = {
+      now: Date.now(),
+      drainTimeoutMs: this.#o.drainTimeoutMs,
+      holdUntilHealthy: this.#o.holdUntilHealthy,
+      drainStartedAt: this.#drainStartedAt,
+    };
+    const p = makePlan(registry, observed, ctx);
+    this.#drainStartedAt = p.drainStartedAt;
+    return p;
+  }
+
+  async #apply(plan: Plan, registry: Registry): Promise<void> {
+    if (plan.ops.length === 0) return;
+    const results = await applyOps(this.#runtime, plan.ops, registry, this.#o.render);
+    for (const r of results) this.metrics.runtimeCommands.inc({ command: r.family, result: r.ok ? 'ok' : r.code });
+    const failed = results.filter((r) => !r.ok);
+    if (failed.length) {
+      log.warn({ failed: failed.length, first: failed.slice(0, 3) }, 'some runtime commands failed; the next pass re-plans');
+      this.#later(250, 'runtime-failures');
+    }
+  }
+
+  #settingsHash(): string {
+    return createHash('sha256').update(JSON.stringify(this.#o.render)).digest('hex').slice(0, 16);
+  }
+
+  #settingsChanged(): boolean {
+    const m = /^# haproxy-updater settings ([0-9a-f]+)$/m.exec(this.#appliedConfig);
+    return m?.[1] !== this.#settingsHash();
+  }
+
+  #render(capacity: ReadonlyMap<string, number>, registry: Registry | null = this.#registry): Rendered {
+    const reg = registry ?? { revision: '0', http: new Map(), tcp: new Map() };
+    const rendered = renderConfig({ registry: reg, capacity, settings: this.#o.render });
+    return { ...rendered, config: `# haproxy-updater settings ${this.#settingsHash()}\n${rendered.config}` };
+  }
+
+  async #reload(registry: Registry, plan: Plan, reasons: string[]): Promise<void> {
+    const rendered = this.#render(plan.capacity, registry);
+    const labels = reasons.length ? reasons : ['unknown'];
+    try {
+      const result = await this.#reloader!.reload(rendered, labels);
+      this.#limiter.record(Date.now());
+      this.#appliedConfig = rendered.config;
+      this.reloadCount++;
+      this.#deferredSince = 0;
+      for (const r of labels) this.metrics.reloads.inc({ reason: r.split(':')[0] ?? r, result: 'ok' });
+      log.info({ reasons: labels, ms: result.durationMs }, 'reloaded haproxy');
+    } catch (err) {
+      this.#limiter.record(Date.now());
+      for (const r of labels) this.metrics.reloads.inc({ reason: r.split(':')[0] ?? r, result: 'failed' });
+      throw err;
+    }
+    const proc = await this.#master.showProc().catch(() => null);
+    if (proc) this.metrics.haproxyReloads.set(proc.reloads);
+  }
+
+  #frontendPorts(): number[] {
+    const s = this.#o.render;
+    const ports = [s.httpPort];
+    if (s.httpsPort) ports.push(s.httpsPort);
+    for (const svc of this.#registry?.tcp.values() ?? []) ports.push(...svc.ports);
+    return [...new Set(ports)];
+  }
+
+  #updateSlotMetrics(observed: ObservedState): void {
+    const counts = { free: 0, active: 0, draining: 0, maint: 0, overflow: 0 };
+    for (const be of observed.backends.values()) {
+      for (const s of be.servers) {
+        if (s.dynamic) counts.overflow++;
+        else if (s.maint && (s.addr === '0.0.0.0' || s.addr === '::')) counts.free++;
+        else if (s.maint) counts.maint++;
+        else if (s.drain) counts.draining++;
+        else counts.active++;
+      }
+    }
+    for (const [state, n] of Object.entries(counts)) this.metrics.slots.set({ state }, n);
+  }
+
+  /** Finishes the current step, then stops watching and (managed) stops HAProxy. */
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    if (this.#verifyTimer) clearInterval(this.#verifyTimer);
+    for (const t of this.#timers) clearTimeout(t);
+    this.#timers.clear();
+    this.#queue.clear();
+    await this.#queue.onIdle();
+    await this.#watcher?.stop().catch((err: unknown) => log.warn({ err }, 'watcher stop failed'));
+    await this.#guard?.release().catch((err: unknown) => log.error({ err }, 'guard release failed'));
+    if (this.#managed) await this.#managed.stop();
+    log.info('stopped');
+  }
+}

@@ -1,0 +1,270 @@
+/**
+ * End to end: real etcd + the real `haproxy-updater run` (managed HAProxy) + small HTTP
+ * backends, under a bounded request load. Reload counts are read from HAProxy's master
+ * CLI, never from the updater's own counters.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import tls from 'node:tls';
+import net from 'node:net';
+import https from 'node:https';
+import path from 'node:path';
+import { readFile, writeFile } from 'node:fs/promises';
+import {
+  startEtcd,
+  startBackend,
+  runLoad,
+  tempDir,
+  removeDir,
+  waitFor,
+  sleep,
+  freePort,
+  execFileP,
+  percentile,
+  type EtcdHandle,
+  type Backend,
+  type LoadResult,
+} from './harness.js';
+import { startUpdater, masterView, killHaproxy, type UpdaterHandle } from './updater.js';
+
+const P = '/haproxy-discover';
+let etcd: EtcdHandle;
+let stateDir: string;
+let updater: UpdaterHandle;
+const backends: Backend[] = [];
+
+async function get(host: string, port: number): Promise<{ status: number; body: string }> {
+  const r = await runLoad({ url: `http://127.0.0.1:${port}/`, host, maxRequests: 1, concurrency: 1, okStatus: () => true });
+  const body = Object.keys(r.bodies)[0] ?? '';
+  return { status: r.failed ? 0 : 200, body };
+}
+
+function summarize(name: string, r: LoadResult): string {
+  return `${name}: ok=${r.ok} failed=${r.failed} ${JSON.stringify(r.failures)} p99=${percentile(r.latencies, 99).toFixed(1)}ms max=${Math.max(0, ...r.latencies).toFixed(1)}ms`;
+}
+
+before(async () => {
+  etcd = await startEtcd();
+  stateDir = await tempDir('hu-e2e-');
+  for (let i = 0; i < 3; i++) backends.push(await startBackend(`web-${i}`));
+  await etcd.ctl('put', `${P}/http-services/web/domain`, 'web.test');
+  for (const b of backends) await etcd.ctl('put', `${P}/http-services/web/upstreams/${b.id}`, `127.0.0.1:${b.port}`);
+  updater = await startUpdater({ etcdEndpoint: etcd.endpoint, stateDir });
+  await waitFor(async () => (await get('web.test', updater.httpPort)).body.startsWith('web-'), { what: 'web routed', timeoutMs: 15_000 });
+});
+
+after(async () => {
+  await updater?.stop();
+  await killHaproxy(path.join(stateDir, 'master.sock'));
+  await Promise.all(backends.map((b) => b.close()));
+  await etcd?.destroy();
+  await removeDir(stateDir);
+});
+
+test('200 upstream adds/removes under load: zero failed requests, zero reloads', async (t) => {
+  const pool: Backend[] = [];
+  for (let i = 0; i < 6; i++) pool.push(await startBackend(`pool-${i}`));
+  t.after(() => Promise.all(pool.map((b) => b.close())));
+  const before = await masterView(updater.masterSocket);
+  const abort = new AbortController();
+  const load = runLoad({ url: `http://127.0.0.1:${updater.httpPort}/`, host: 'web.test', concurrency: 4, durationMs: 60_000, maxRequests: 50_000, signal: abort.signal });
+  // 100 adds + 100 removes, two extra upstreams at a time (beyond the 4 slots: overflow).
+  let changes = 0;
+  const started = Date.now();
+  for (let i = 0; i < 50; i++) {
+    const a = pool[(2 * i) % pool.length]!;
+    const b = pool[(2 * i + 1) % pool.length]!;
+    await etcd.ctl('put', `${P}/http-services/web/upstreams/tmp-${i}-a`, `127.0.0.1:${a.port}`);
+    await etcd.ctl('put', `${P}/http-services/web/upstreams/tmp-${i}-b`, JSON.stringify({ addr: `127.0.0.1:${b.port}`, weight: 5 }));
+    changes += 2;
+    await sleep(40);
+    await etcd.ctl('del', `${P}/http-services/web/upstreams/tmp-${i}-a`);
+    await etcd.ctl('del', `${P}/http-services/web/upstreams/tmp-${i}-b`);
+    changes += 2;
+    await sleep(20);
+  }
+  const churnMs = Date.now() - started;
+  await sleep(1500);
+  abort.abort();
+  const r = await load;
+  const after = await masterView(updater.masterSocket);
+  t.diagnostic(`${changes} changes in ${churnMs} ms; ${summarize('load', r)}; reloads ${before.reloads}→${after.reloads}`);
+  assert.equal(changes, 200);
+  assert.equal(r.failed, 0, summarize('load', r));
+  assert.ok(r.ok > 500, `enough traffic flowed: ${r.ok}`);
+  assert.equal(after.reloads, before.reloads, 'no reload for membership changes');
+  assert.equal(after.masterPid, before.masterPid);
+  const poolHits = pool.reduce((n, b) => n + b.hits, 0);
+  assert.ok(poolHits > 0, 'temporary upstreams received traffic');
+  // Everything removed is gone from HAProxy: only the 3 stable upstreams serve.
+  const status = await execFileP(process.execPath, [path.join(process.cwd(), 'bin/haproxy-updater.js'), 'status', '--etcd', etcd.endpoint, '--state-dir', stateDir]);
+  const active = status.stdout.split('\n').filter((l) => l.startsWith('http-web ') && /\bready\b/.test(l) && !l.includes('(free)'));
+  assert.equal(active.length, 3, status.stdout);
+});
+
+test('a new domain for an existing service is routed with zero reloads', async () => {
+  const before = await masterView(updater.masterSocket);
+  await etcd.ctl('put', `${P}/http-services/web/domain`, 'web.test, www.web.test');
+  await waitFor(async () => (await get('www.web.test', updater.httpPort)).body.startsWith('web-'), { what: 'new domain routed' });
+  const after = await masterView(updater.masterSocket);
+  assert.equal(after.reloads, before.reloads);
+  const map = await readFile(path.join(stateDir, 'hosts.map'), 'utf8');
+  assert.match(map, /^www\.web\.test http-web$/m, 'map file rewritten so a reload keeps the domain');
+});
+
+test('a new service costs exactly one reload, is routed, and no request fails meanwhile', async (t) => {
+  const api = await startBackend('api-0');
+  t.after(() => api.close());
+  const before = await masterView(updater.masterSocket);
+  const abort = new AbortController();
+  const load = runLoad({ url: `http://127.0.0.1:${updater.httpPort}/`, host: 'web.test', concurrency: 4, durationMs: 30_000, signal: abort.signal });
+  await etcd.ctl('put', `${P}/http-services/api/domain`, 'api.test');
+  await etcd.ctl('put', `${P}/http-services/api/upstreams/a0`, `127.0.0.1:${api.port}`);
+  await waitFor(async () => (await get('api.test', updater.httpPort)).body === 'api-0', { what: 'api routed', timeoutMs: 15_000 });
+  await sleep(500);
+  abort.abort();
+  const r = await load;
+  const after = await masterView(updater.masterSocket);
+  t.diagnostic(summarize('load during new service', r));
+  assert.equal(after.reloads - before.reloads, 1, 'exactly one reload');
+  assert.equal(after.failed, 0);
+  assert.equal(r.failed, 0, summarize('load', r));
+});
+
+test('sslpass service routed by SNI to a TLS upstream, and a tcp service routed', async (t) => {
+  const dir = await tempDir('hu-tls-');
+  t.after(() => removeDir(dir));
+  await execFileP('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(dir, 'k.pem'), '-out', path.join(dir, 'c.pem'), '-days', '2', '-subj', '/CN=secure.test']);
+  const tlsServer = https.createServer({ key: await readFile(path.join(dir, 'k.pem')), cert: await readFile(path.join(dir, 'c.pem')) }, (_req, res) => res.end('secure-upstream\n'));
+  await new Promise<void>((r) => tlsServer.listen(0, '127.0.0.1', () => r()));
+  t.after(() => new Promise<void>((r) => tlsServer.close(() => r())));
+  const tlsPort = (tlsServer.address() as net.AddressInfo).port;
+  const echo = net.createServer((s) => s.pipe(s));
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', () => r()));
+  t.after(() => new Promise<void>((r) => echo.close(() => r())));
+  const echoPort = (echo.address() as net.AddressInfo).port;
+  const tcpPort = await freePort();
+
+  await etcd.ctl('put', `${P}/http-services/secure/domain`, 'secure.test');
+  await etcd.ctl('put', `${P}/http-services/secure/sslpass`, '1');
+  await etcd.ctl('put', `${P}/http-services/secure/upstreams/s0`, `127.0.0.1:${tlsPort}`);
+  await etcd.ctl('put', `${P}/tcp-services/echo/ports`, String(tcpPort));
+  await etcd.ctl('put', `${P}/tcp-services/echo/upstreams/e0`, `127.0.0.1:${echoPort}`);
+
+  const body = await waitFor(
+    () =>
+      new Promise<string>((resolve, reject) => {
+        const req = https.get(
+          { host: '127.0.0.1', port: updater.httpsPort, servername: 'secure.test', headers: { host: 'secure.test' }, rejectUnauthorized: false, agent: false, timeout: 2000 },
+          (res) => {
+            let b = '';
+            res.on('data', (c: Buffer) => (b += c.toString()));
+            res.on('end', () => resolve(b.trim()));
+          },
+        );
+        req.on('error', reject);
+      }),
+    { what: 'sslpass routed', timeoutMs: 15_000 },
+  );
+  assert.equal(body, 'secure-upstream', 'TLS terminated by the upstream itself');
+  const peer = await new Promise<string>((resolve, reject) => {
+    const s = tls.connect({ host: '127.0.0.1', port: updater.httpsPort, servername: 'secure.test', rejectUnauthorized: false }, () => {
+      resolve(String(s.getPeerCertificate().subject?.CN ?? ''));
+      s.end();
+    });
+    s.on('error', reject);
+  });
+  assert.equal(peer, 'secure.test', "the upstream's certificate is served (passthrough, not termination)");
+  const echoed = await waitFor(
+    () =>
+      new Promise<string>((resolve, reject) => {
+        const s = net.connect(tcpPort, '127.0.0.1', () => s.write('ping\n'));
+        s.setTimeout(2000, () => s.destroy(new Error('timeout')));
+        s.on('data', (d) => {
+          resolve(d.toString());
+          s.end();
+        });
+        s.on('error', reject);
+      }),
+    { what: 'tcp routed', timeoutMs: 15_000 },
+  );
+  assert.equal(echoed, 'ping\n');
+});
+
+test('hostile registry values are rejected while the rest applies', async () => {
+  await etcd.ctl('put', `${P}/http-services/web/upstreams/evil1`, '127.0.0.1:8080 # check disabled');
+  await etcd.ctl('put', `${P}/http-services/evil;x/domain`, 'evil.test');
+  await etcd.ctl('put', `${P}/http-services/shop/domain`, 'shop.test;set server http-web/s1 state maint');
+  await etcd.ctl('put', `${P}/http-services/shop2/domain`, 'shop2.test');
+  await etcd.ctl('put', `${P}/http-services/shop2/upstreams/ok`, `127.0.0.1:${backends[0]!.port}`);
+  await waitFor(async () => (await get('shop2.test', updater.httpPort)).body === 'web-0', { what: 'sibling applied', timeoutMs: 15_000 });
+  const metrics = (await updater.get('/metrics')).body;
+  const rejected = Number(/^haproxy_updater_registry_rejected_entries (\d+)/m.exec(metrics)?.[1] ?? 0);
+  assert.ok(rejected >= 3, `rejected entries reported: ${rejected}`);
+  const cfg = await readFile(path.join(stateDir, 'haproxy.cfg'), 'utf8');
+  const maps = await readFile(path.join(stateDir, 'hosts.map'), 'utf8');
+  for (const bad of ['# check disabled', 'evil;x', 'set server']) {
+    assert.ok(!cfg.includes(bad) && !maps.includes(bad), `${bad} never reaches the config or maps`);
+  }
+  // The injected `set server ... maint` did not run: web still has all its upstreams ready.
+  const r = await runLoad({ url: `http://127.0.0.1:${updater.httpPort}/`, host: 'web.test', maxRequests: 30 });
+  assert.equal(r.failed, 0);
+  assert.equal(Object.keys(r.bodies).length, 3);
+  for (const k of ['web/upstreams/evil1', 'evil;x/domain', 'shop/domain']) await etcd.ctl('del', `${P}/http-services/${k}`);
+});
+
+test('updater killed with SIGKILL and restarted: zero reloads, zero failed requests', async (t) => {
+  const before = await masterView(updater.masterSocket);
+  const abort = new AbortController();
+  const load = runLoad({ url: `http://127.0.0.1:${updater.httpPort}/`, host: 'web.test', concurrency: 4, durationMs: 30_000, signal: abort.signal });
+  await sleep(300);
+  await updater.kill();
+  await sleep(500);
+  updater = await startUpdater({ etcdEndpoint: etcd.endpoint, stateDir, httpPort: updater.httpPort, httpsPort: updater.httpsPort, listenPort: updater.listenPort });
+  // A change after the restart is still applied (the restarted updater adopted HAProxy).
+  const extra = await startBackend('web-extra');
+  t.after(() => extra.close());
+  await etcd.ctl('put', `${P}/http-services/web/upstreams/extra`, `127.0.0.1:${extra.port}`);
+  await waitFor(() => extra.hits > 0, { what: 'upstream added after restart gets traffic', timeoutMs: 10_000 });
+  await etcd.ctl('del', `${P}/http-services/web/upstreams/extra`);
+  await sleep(500);
+  abort.abort();
+  const r = await load;
+  const after = await masterView(updater.masterSocket);
+  t.diagnostic(summarize('load across updater SIGKILL', r));
+  assert.equal(after.masterPid, before.masterPid, 'same HAProxy adopted');
+  assert.equal(after.reloads, before.reloads, 'no reload on restart');
+  assert.equal(r.failed, 0, summarize('load', r));
+});
+
+test("HAProxy's worker killed: the updater restores the state", async () => {
+  const before = await masterView(updater.masterSocket);
+  for (const pid of before.workers) process.kill(pid, 'SIGKILL');
+  await waitFor(
+    async () => {
+      const r = await runLoad({ url: `http://127.0.0.1:${updater.httpPort}/`, host: 'web.test', maxRequests: 12, concurrency: 1 });
+      return r.failed === 0 && Object.keys(r.bodies).length === 3;
+    },
+    { what: 'web served by all 3 upstreams again', timeoutMs: 30_000, intervalMs: 250 },
+  );
+  assert.equal((await get('www.web.test', updater.httpPort)).body.startsWith('web-'), true, 'runtime-added domain restored');
+  assert.equal((await get('api.test', updater.httpPort)).body, 'api-0');
+});
+
+test('SIGTERM stops the updater and its managed HAProxy', async () => {
+  const view = await masterView(updater.masterSocket);
+  await updater.stop();
+  assert.equal(updater.proc.child.exitCode, 0);
+  await waitFor(
+    () => {
+      try {
+        process.kill(view.masterPid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    },
+    { what: 'haproxy master gone', timeoutMs: 10_000 },
+  );
+  await writeFile(path.join(stateDir, 'stopped'), 'ok');
+});
