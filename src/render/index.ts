@@ -2,3 +2,5 @@
 export * from './template.js';
 export * from './validate.js';
 export * from './files.js';
+export * from './guard.js';
+export * from './reload.js';

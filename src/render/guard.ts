@@ -1,0 +1,166 @@
+/**
+ * Reload guards. `none` relies on master-worker listener passing (the new worker inherits
+ * the listening sockets, so no SYN meets a closed port). `iptables` is the seed's method
+ * (Yelp's "true zero downtime reloads"): drop new SYNs to the frontend ports while the
+ * reload runs; clients retransmit the SYN (after ~1 s on Linux) and get the new worker.
+ * It costs a second of latency to connections that arrive during the reload, never an error.
+ *
+ * Rules are tagged with an iptables comment so they can always be found and removed,
+ * also after a crash (init() removes leftovers).
+ */
+import { execFile } from 'node:child_process';
+import { GuardError, InvalidArgumentError } from '../errors.js';
+import { logger } from '../log.js';
+import { assertPort } from './safe.js';
+
+const log = logger('guard');
+
+export type GuardKind = 'iptables' | 'none';
+
+export interface ReloadGuard {
+  readonly kind: GuardKind;
+  /** At start: check the guard is usable (GuardError if not) and remove stale rules. */
+  init(): Promise<void>;
+  /** Hold new connections to `ports` off while the reload runs. */
+  engage(ports: number[]): Promise<void>;
+  /** Remove the hold. Always safe to call, also when nothing is engaged. */
+  release(): Promise<void>;
+}
+
+export class NoGuard implements ReloadGuard {
+  readonly kind = 'none' as const;
+  async init(): Promise<void> {}
+  async engage(_ports: number[]): Promise<void> {}
+  async release(): Promise<void> {}
+}
+
+export interface IptablesGuardOptions {
+  /** iptables executable. Default `iptables`. */
+  iptables?: string;
+  /** Network namespace to act in (`ip netns exec <ns> iptables ...`); null = the current one. Default null. */
+  netns?: string | null;
+  /** `ip` executable (for `netns`). Default `ip`. */
+  ip?: string;
+  /** Comment that tags our rules. Default `haproxy-updater-guard`. */
+  tag?: string;
+  /** Chain the SYN-drop rules go to (inserted first). Default `INPUT`. */
+  chain?: string;
+  /** Per iptables call. Default 10000 ms (`-w` waits for the xtables lock). */
+  timeoutMs?: number;
+}
+
+const WORD_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+/** iptables multiport takes at most 15 ports per rule. */
+const MULTIPORT_MAX = 15;
+
+export class IptablesGuard implements ReloadGuard {
+  readonly kind = 'iptables' as const;
+  readonly #iptables: string;
+  readonly #prefix: string[];
+  readonly #tag: string;
+  readonly #chain: string;
+  readonly #timeoutMs: number;
+
+  constructor(opts: IptablesGuardOptions = {}) {
+    this.#iptables = opts.iptables ?? 'iptables';
+    this.#tag = opts.tag ?? 'haproxy-updater-guard';
+    this.#chain = opts.chain ?? 'INPUT';
+    this.#timeoutMs = opts.timeoutMs ?? 10_000;
+    for (const [what, v] of [['tag', this.#tag], ['chain', this.#chain]] as const) {
+      if (!WORD_RE.test(v)) throw new InvalidArgumentError(`iptables guard ${what} ${JSON.stringify(v)} must match ${WORD_RE}`, { what });
+    }
+    const ns = opts.netns ?? null;
+    if (ns !== null && !WORD_RE.test(ns)) throw new InvalidArgumentError(`netns ${JSON.stringify(ns)} must match ${WORD_RE}`, { what: 'netns' });
+    this.#prefix = ns === null ? [] : [opts.ip ?? 'ip', 'netns', 'exec', ns];
+  }
+
+  get tag(): string {
+    return this.#tag;
+  }
+
+  async init(): Promise<void> {
+    try {
+      await this.#run(['-w', '-S', this.#chain]);
+    } catch (err) {
+      const e = err as { errno?: string; stderr?: string; message?: string };
+      if (e.errno === 'ENOENT') {
+        throw new GuardError(`reload guard iptables: '${this.#prefix[0] ?? this.#iptables}' not found; install iptables or use --reload-guard none`, {}, { cause: err });
+      }
+      const text = `${e.stderr ?? ''} ${e.message ?? ''}`;
+      if (/permission denied|must be root|Operation not permitted/i.test(text)) {
+        throw new GuardError('reload guard iptables: no permission (needs root or CAP_NET_ADMIN); use --reload-guard none', {}, { cause: err });
+      }
+      throw new GuardError(`reload guard iptables unusable: ${text.trim()}`, {}, { cause: err });
+    }
+    const removed = await this.#removeTagged();
+    if (removed > 0) log.warn({ removed, tag: this.#tag }, 'removed reload-guard rules left behind by an earlier run');
+  }
+
+  async engage(ports: number[]): Promise<void> {
+    const unique = [...new Set(ports.map((p) => assertPort(p, 'guard port')))].sort((a, b) => a - b);
+    if (unique.length === 0) return;
+    try {
+      for (let i = 0; i < unique.length; i += MULTIPORT_MAX) {
+        const chunk = unique.slice(i, i + MULTIPORT_MAX).join(',');
+        await this.#run(['-w', '-I', this.#chain, '-p', 'tcp', '-m', 'multiport', '--dports', chunk, '--syn', '-m', 'comment', '--comment', this.#tag, '-j', 'DROP']);
+      }
+    } catch (err) {
+      // Never leave half a guard behind.
+      await this.release().catch(() => undefined);
+      throw new GuardError(`could not engage the iptables reload guard: ${(err as Error).message}`, { ports: unique }, { cause: err });
+    }
+  }
+
+  async release(): Promise<void> {
+    try {
+      await this.#removeTagged();
+    } catch (err) {
+      throw new GuardError(`could not remove the iptables reload guard (tag ${this.#tag}): ${(err as Error).message}`, { tag: this.#tag }, { cause: err });
+    }
+  }
+
+  /** Deletes every rule of the chain carrying our tag, by its exact spec from `-S`. */
+  async #removeTagged(): Promise<number> {
+    let removed = 0;
+    for (let round = 0; round < 1000; round++) {
+      const listing = await this.#run(['-w', '-S', this.#chain]);
+      const specs = listing
+        .split('\n')
+        .map((l) => l.trim().split(/\s+/))
+        .filter((w) => w[0] === '-A' && w.some((x, i) => x === '--comment' && w[i + 1] === this.#tag));
+      if (specs.length === 0) return removed;
+      for (const words of specs) {
+        // `-A INPUT ...` → `-D INPUT ...`: deletion by spec cannot hit a rule someone
+        // inserted meanwhile (a rule number could).
+        await this.#run(['-w', '-D', ...words.slice(1)]);
+        removed++;
+      }
+    }
+    throw new Error('tagged rules keep coming back');
+  }
+
+  #run(args: string[]): Promise<string> {
+    const argv = [...this.#prefix, this.#iptables, ...args];
+    const [cmd, ...rest] = argv as [string, ...string[]];
+    return new Promise((resolve, reject) => {
+      execFile(cmd, rest, { timeout: this.#timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
+        if (!err) return resolve(stdout);
+        const e = err as NodeJS.ErrnoException;
+        reject(
+          Object.assign(new Error(`${argv.join(' ')}: ${stderr.trim() || e.message}`), {
+            errno: typeof e.code === 'string' ? e.code : undefined,
+            stderr,
+          }),
+        );
+      });
+    });
+  }
+}
+
+export interface GuardOptions extends IptablesGuardOptions {}
+
+export function createGuard(kind: GuardKind | string, opts: GuardOptions = {}): ReloadGuard {
+  if (kind === 'none') return new NoGuard();
+  if (kind === 'iptables') return new IptablesGuard(opts);
+  throw new InvalidArgumentError(`unknown reload guard ${JSON.stringify(kind)} (iptables|none)`, { kind });
+}

@@ -1,0 +1,249 @@
+/**
+ * The guarded reload (design.md, "Reload procedure"):
+ *  1. dump `show servers state` to the server-state file (runtime slot addresses survive);
+ *  2. write support files + candidate config, `haproxy -c` (refused → nothing changed);
+ *  3. rename into place, previous config kept as `<cfg>.prev`;
+ *  4. guard on (iptables SYN drop, or none);
+ *  5. master `reload`, verdict from `show proc` (reload counter up, `failed: 0`, new worker);
+ *  6. guard off in every outcome;
+ *  7. on failure: previous config and support files back, reload again, report.
+ * Success returns a ReloadResult; every failure throws a typed error (the caller must not
+ * believe the new config is running).
+ */
+import { performance } from 'node:perf_hooks';
+import { ConfigInvalidError, GuardError, ReloadFailedError, ReloadTimeoutError, ReplyParseError, UpdaterError } from '../errors.js';
+import { logger } from '../log.js';
+import { showServersState } from '../runtime/servers.js';
+import type { Command } from '../runtime/command.js';
+import { atomicWrite, writeRendered, type WriteResult } from './files.js';
+import type { ReloadGuard } from './guard.js';
+import type { Rendered } from './template.js';
+
+const log = logger('reload');
+
+/** What the reloader needs of the master CLI; `MasterClient` from src/runtime fits. */
+export interface MasterLike {
+  /** Sends `reload` and resolves once it is confirmed; throws ReloadFailedError/ReloadTimeoutError otherwise. */
+  reload(opts?: { timeoutMs?: number }): Promise<unknown>;
+  showProc(): Promise<{ reloads: number; failed: number; workers: ReadonlyArray<{ pid: number }> }>;
+}
+
+/** Source of the `show servers state` dump: a RuntimeClient, or a function returning the text. */
+export type StateSource = { run(cmd: Command): Promise<string> } | (() => Promise<string>);
+
+export interface ReloaderOptions {
+  master: MasterLike;
+  runtime: StateSource;
+  guard: ReloadGuard;
+  /** The config HAProxy runs (`-f`). */
+  cfgPath: string;
+  /** Must equal the config's `server-state-file`. */
+  serverStateFile: string;
+  /** Frontend ports to guard, read at each reload (they change with tcp services). */
+  guardPorts: () => number[];
+  /** Deadline for one master reload to be confirmed. Default 15000 ms. */
+  reloadTimeoutMs?: number;
+  /** HAProxy executable for `haproxy -c`. Default `haproxy`. */
+  haproxyBin?: string;
+  /** Deadline for `haproxy -c`. Default 30000 ms. */
+  validateTimeoutMs?: number;
+}
+
+export interface ReloadResult {
+  ok: true;
+  durationMs: number;
+  reasons: string[];
+  /** Always false on a returned result: a rolled-back reload throws. */
+  rolledBack: false;
+  /** `[WARNING]` lines of `haproxy -c`. */
+  warnings: string[];
+}
+
+export class Reloader {
+  readonly #o: ReloaderOptions;
+  /** Reloads never overlap, even if a caller forgets to serialize. */
+  #tail: Promise<unknown> = Promise.resolve();
+
+  constructor(opts: ReloaderOptions) {
+    this.#o = opts;
+  }
+
+  /** Writes and validates a config without reloading (first start, before HAProxy runs). */
+  write(rendered: Rendered): Promise<WriteResult> {
+    return this.#serial(() => writeRendered(rendered, this.#o.cfgPath, this.#validateOpts()));
+  }
+
+  reload(rendered: Rendered, reasons: string[]): Promise<ReloadResult> {
+    return this.#serial(() => this.#reload(rendered, reasons));
+  }
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#tail.then(fn, fn);
+    this.#tail = run.catch(() => undefined);
+    return run;
+  }
+
+  #validateOpts() {
+    return { haproxyBin: this.#o.haproxyBin, timeoutMs: this.#o.validateTimeoutMs };
+  }
+
+  async #reload(rendered: Rendered, reasons: string[]): Promise<ReloadResult> {
+    const started = performance.now();
+    const ctx = { reasons };
+
+    // 1. Without a fresh state dump a reload would reset every slot to the config's
+    //    `slot.invalid`/maint: refuse rather than cut traffic.
+    const dump = await this.#dumpState();
+    await atomicWrite(this.#o.serverStateFile, dump);
+
+    // 2.–3. ConfigInvalidError propagates: config file and HAProxy untouched.
+    const written = await writeRendered(rendered, this.#o.cfgPath, this.#validateOpts());
+
+    // 4.–6.
+    const first = await this.#guardedReload();
+    if (first.error === null) {
+      // Reloaded; a guard left engaged still drops every new connection: report it loudly.
+      if (first.releaseError) throw withContext(first.releaseError, { ...ctx, reloaded: true });
+      const durationMs = Math.round(performance.now() - started);
+      log.info({ ...ctx, durationMs }, 'reload done');
+      return { ok: true, durationMs, reasons, rolledBack: false, warnings: written.warnings };
+    }
+    if (first.stage === 'engage') {
+      // Nothing was reloaded: only the files need to go back.
+      await written.rollback();
+      throw first.releaseError ?? first.error;
+    }
+
+    // 7. Put the previous files back and reload onto them, so the config on disk is the one
+    //    running and the master leaves its failed state.
+    const failure = first.error;
+    log.error({ err: failure, ...ctx }, 'reload failed; rolling back to the previous config');
+    if (!written.hadPrevious) {
+      throw wrap(failure, 'reload failed and there is no previous config to roll back to', { ...ctx, rolledBack: false });
+    }
+    let second: GuardedOutcome;
+    try {
+      await written.rollback();
+      second = await this.#guardedReload();
+    } catch (err) {
+      second = { error: err, stage: 'reload', releaseError: null };
+    }
+    const releaseError = first.releaseError ?? second.releaseError;
+    if (releaseError) throw withContext(releaseError, { ...ctx, reloadError: describe(failure) });
+    if (second.error !== null) {
+      log.error({ err: second.error, ...ctx }, 'rollback reload failed too');
+      throw new ReloadFailedError(
+        `reload failed (${describe(failure)}) and the rollback reload failed too (${describe(second.error)})`,
+        { ...ctx, rolledBack: false, rollbackError: describe(second.error) },
+        { cause: failure },
+      );
+    }
+    const durationMs = Math.round(performance.now() - started);
+    throw new ReloadFailedError(
+      `reload failed (${describe(failure)}); previous config restored and reloaded`,
+      { ...ctx, rolledBack: true, durationMs, code: failure instanceof UpdaterError ? failure.code : undefined },
+      { cause: failure },
+    );
+  }
+
+  /** Guard on, reload, guard off — off in every outcome. Never throws: returns what went wrong where. */
+  async #guardedReload(): Promise<GuardedOutcome> {
+    const guard = this.#o.guard;
+    let error: unknown = null;
+    let stage: GuardedOutcome['stage'] = 'engage';
+    try {
+      await guard.engage(this.#o.guardPorts());
+      stage = 'reload';
+      await this.#o.master.reload({ timeoutMs: this.#o.reloadTimeoutMs ?? 15_000 });
+      // Belt and braces for MasterLike implementations that only send `reload`.
+      const proc = await this.#o.master.showProc();
+      if (proc.failed > 0) throw new ReloadFailedError(`master reports failed: ${proc.failed}`, { failed: proc.failed, reloads: proc.reloads });
+    } catch (err) {
+      error = err;
+    }
+    let releaseError: GuardError | null = null;
+    try {
+      await guard.release();
+    } catch (err) {
+      log.error({ err }, 'reload guard could not be released');
+      releaseError = err instanceof GuardError ? err : new GuardError(`reload guard not released: ${describe(err)}`, {}, { cause: err });
+    }
+    return { error, stage: error === null ? null : stage, releaseError };
+  }
+
+  async #dumpState(): Promise<string> {
+    const src = this.#o.runtime;
+    const text = typeof src === 'function' ? await src() : await src.run(showServersState());
+    // Format version line `1`, then the `# be_id ...` header (notes §7).
+    const trimmed = text.replace(/^\s+/, '');
+    if (!/^1\n/.test(trimmed)) {
+      throw new ReplyParseError('show servers state: unexpected reply (no version line)', { reply: text.slice(0, 200) });
+    }
+    return trimmed.endsWith('\n') ? trimmed : `${trimmed}\n`;
+  }
+}
+
+interface GuardedOutcome {
+  error: unknown;
+  /** Where `error` happened; null when there is none. */
+  stage: 'engage' | 'reload' | null;
+  releaseError: GuardError | null;
+}
+
+function withContext(err: GuardError, context: Record<string, unknown>): GuardError {
+  return new GuardError(err.message, { ...err.context, ...context }, { cause: err });
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function wrap(err: unknown, message: string, context: Record<string, unknown>): UpdaterError {
+  if (err instanceof ReloadTimeoutError) return new ReloadTimeoutError(`${message}: ${err.message}`, { ...err.context, ...context }, { cause: err });
+  if (err instanceof GuardError) return err;
+  if (err instanceof ConfigInvalidError) return err;
+  return new ReloadFailedError(`${message}: ${describe(err)}`, context, { cause: err });
+}
+
+export interface ReloadLimiterOptions {
+  /** Minimum time between the starts of two reloads. Default 1000 ms. */
+  minIntervalMs?: number;
+  /** Clock, for tests. Default Date.now. */
+  now?: () => number;
+}
+
+/**
+ * Rate limit for reloads: each reload spawns a worker and leaves the old one finishing its
+ * connections, so a flapping registry must not reload in a loop. Runtime operations are
+ * never delayed by this; the caller coalesces pending reload reasons until `nextAllowedAt()`.
+ */
+export class ReloadLimiter {
+  readonly #minIntervalMs: number;
+  readonly #now: () => number;
+  #last = Number.NEGATIVE_INFINITY;
+
+  constructor(opts: ReloadLimiterOptions = {}) {
+    this.#minIntervalMs = Math.max(0, opts.minIntervalMs ?? 1000);
+    this.#now = opts.now ?? Date.now;
+  }
+
+  /** Records a reload (attempted or done) at `at`. */
+  record(at: number = this.#now()): void {
+    this.#last = Math.max(this.#last, at);
+  }
+
+  /** Earliest time (ms since epoch) the next reload may start; ≤ now when allowed now. */
+  nextAllowedAt(): number {
+    return Number.isFinite(this.#last) ? this.#last + this.#minIntervalMs : this.#now();
+  }
+
+  canReloadNow(): boolean {
+    return this.nextAllowedAt() <= this.#now();
+  }
+
+  /** Resolves when a reload is allowed. */
+  async wait(): Promise<void> {
+    const ms = this.nextAllowedAt() - this.#now();
+    if (ms > 0) await new Promise((r) => setTimeout(r, ms));
+  }
+}
