@@ -7,6 +7,7 @@ import { backendName, type Registry } from '../model.js';
 import type { MapName } from './types.js';
 
 export interface DomainConflict {
+  readonly map: MapName;
   readonly domain: string;
   /** Service whose claim is applied (lexicographically first name). */
   readonly winner: string;
@@ -23,34 +24,37 @@ export interface DesiredMaps {
 }
 
 /**
- * A domain belongs to exactly one service across both maps: when several http services
- * claim it, the lexicographically first service name wins (deterministic, independent of
- * etcd order), the others are reported in `conflicts`.
+ * Each map routes a domain to one service: when several services of the same map claim a
+ * domain, the lexicographically first service name wins (deterministic, independent of
+ * etcd order; the same rule as src/render's map files), the others are reported in
+ * `conflicts`. The two maps are separate routing tables (sni: passthrough on the TLS
+ * port, hosts: Host header), so one passthrough and one plain http service may share a
+ * domain.
  */
 export function desiredMaps(registry: Registry): DesiredMaps {
-  const claims = new Map<string, string[]>();
-  const names = [...registry.http.keys()].sort();
-  for (const name of names) {
+  const claims = { hosts: new Map<string, string[]>(), sni: new Map<string, string[]>() };
+  for (const name of [...registry.http.keys()].sort()) {
     const svc = registry.http.get(name);
     if (!svc) continue;
+    const m = claims[svc.sslPassthrough ? 'sni' : 'hosts'];
     for (const d of svc.domains) {
-      const list = claims.get(d);
+      const list = m.get(d);
       if (list) list.push(name);
-      else claims.set(d, [name]);
+      else m.set(d, [name]);
     }
   }
-  const hosts = new Map<string, string>();
-  const sni = new Map<string, string>();
+  const out = { hosts: new Map<string, string>(), sni: new Map<string, string>() };
   const conflicts: DomainConflict[] = [];
-  for (const domain of [...claims.keys()].sort()) {
-    const [winner, ...losers] = claims.get(domain) ?? [];
-    if (winner === undefined) continue;
-    const svc = registry.http.get(winner);
-    if (!svc) continue;
-    (svc.sslPassthrough ? sni : hosts).set(domain, backendName(svc));
-    if (losers.length > 0) conflicts.push({ domain, winner, losers });
+  for (const map of MAP_NAMES) {
+    for (const domain of [...claims[map].keys()].sort()) {
+      const [winner, ...losers] = claims[map].get(domain) ?? [];
+      const svc = winner === undefined ? undefined : registry.http.get(winner);
+      if (!svc || winner === undefined) continue;
+      out[map].set(domain, backendName(svc));
+      if (losers.length > 0) conflicts.push({ map, domain, winner, losers });
+    }
   }
-  return { hosts, sni, conflicts };
+  return { ...out, conflicts };
 }
 
 export const MAP_NAMES: readonly MapName[] = ['hosts', 'sni'];

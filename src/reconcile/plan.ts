@@ -464,7 +464,7 @@ function planMaps(
 ): Op[] {
   const dm = desiredMaps(desired);
   for (const c of dm.conflicts) {
-    p.summary.warnings.push(`domain ${c.domain} claimed by ${[c.winner, ...c.losers].join(', ')}; ${c.winner} wins`);
+    p.summary.warnings.push(`${c.map} map: domain ${c.domain} claimed by ${[c.winner, ...c.losers].join(', ')}; ${c.winner} wins`);
   }
   const exists = (be: string) => observed.backends.has(be);
   const out: Op[] = [];

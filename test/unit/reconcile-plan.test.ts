@@ -511,14 +511,20 @@ test('duplicate domain across services: lexicographically first service wins, wa
   ]);
   const p = plan(reg(a, b), obs, ctx());
   assert.deepEqual(brief(p.ops), ['map-add hosts dup.example http-alpha', 'write-map-file hosts']);
-  assert.deepEqual(p.summary.warnings, ['domain dup.example claimed by alpha, zeta; alpha wins']);
+  assert.deepEqual(p.summary.warnings, ['hosts map: domain dup.example claimed by alpha, zeta; alpha wins']);
   // same claim, the other way round in etcd order: same result
   const p2 = plan(reg(b, a), obs, ctx());
   assert.deepEqual(brief(p2.ops), brief(p.ops));
-  // passthrough loser: no sni entry either
+  // the maps are separate routing tables: a passthrough service may share the domain (sni map)
   const t = http('tls', [up('u1', '10.0.3.1:443')], { domains: ['dup.example'], sslPassthrough: true });
-  const p3 = plan(reg(b, t), observed([obs.backends.get('http-alpha')!, backendOf(t, 4)], { 'dup.example': 'http-alpha' }), ctx());
-  assert.deepEqual(brief(p3.ops).filter((o) => o.startsWith('map')), []);
+  const t2 = http('tls2', [up('u1', '10.0.4.1:443')], { domains: ['dup.example'], sslPassthrough: true });
+  const p3 = plan(
+    reg(b, t, t2),
+    observed([obs.backends.get('http-alpha')!, backendOf(t, 4), backendOf(t2, 4)], { 'dup.example': 'http-alpha' }),
+    ctx(),
+  );
+  assert.deepEqual(brief(p3.ops).filter((o) => o.startsWith('map')), ['map-add sni dup.example tls-tls']);
+  assert.deepEqual(p3.summary.warnings, ['sni map: domain dup.example claimed by tls, tls2; tls wins']);
 });
 
 test('duplicate upstream address in one service: one server, warning', () => {
