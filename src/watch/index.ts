@@ -1,0 +1,34 @@
+/** src/watch: etcd registry → typed Registry (watcher, parser, validators) and upstream registration. */
+export {
+  parseRegistry,
+  parseHost,
+  parseDomains,
+  parseUpstreamValue,
+  parsePorts,
+  parseOptions,
+  parseUrlReg,
+  isTruthyFlag,
+  parseIp,
+  parsePort,
+  parseAddrPort,
+  formatAddrPort,
+  formatUpstreamValue,
+  isValidName,
+  normalizePrefix,
+  MAX_VALUE_BYTES,
+  MAX_URL_REG_LENGTH,
+  type Parsed,
+  type ParseResult,
+  type UpstreamValue,
+} from './parse.js';
+export { RegistryWatcher, type RegistryWatcherOptions, type RegistryUpdate, type WatchState, type WatchStats } from './watcher.js';
+export {
+  registerUpstream,
+  deregisterUpstream,
+  upstreamKey,
+  DEFAULT_TTL_SEC,
+  type RegisterOptions,
+  type Registration,
+  type UpstreamRef,
+} from './register.js';
+export { createEtcdClient, validateEndpoints, type EtcdTlsOptions, type EtcdAuthOptions, type EtcdConnectOptions } from './client.js';
