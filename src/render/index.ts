@@ -2,5 +2,6 @@
 export * from './template.js';
 export * from './validate.js';
 export * from './files.js';
+export * from './ports.js';
 export * from './guard.js';
 export * from './reload.js';

@@ -1,7 +1,8 @@
 /**
  * The guarded reload (design.md, "Reload procedure"):
  *  1. dump `show servers state` to the server-state file (runtime slot addresses survive);
- *  2. write support files + candidate config, `haproxy -c` (refused → nothing changed);
+ *  2. write support files + candidate config, `haproxy -c` (refused → nothing changed), and
+ *     probe the TCP ports the new config adds (taken → refused, nothing changed);
  *  3. rename into place, previous config kept as `<cfg>.prev`;
  *  4. guard on (iptables SYN drop, or none);
  *  5. master `reload`, verdict from `show proc` (reload counter up, `failed: 0`, new worker);
@@ -15,7 +16,9 @@ import { ConfigInvalidError, GuardError, ReloadFailedError, ReloadTimeoutError, 
 import { logger } from '../log.js';
 import { showServersState } from '../runtime/servers.js';
 import type { Command } from '../runtime/command.js';
+import { readFile } from 'node:fs/promises';
 import { atomicWrite, writeRendered, type WriteResult } from './files.js';
+import { assertNewPortsFree } from './ports.js';
 import type { ReloadGuard } from './guard.js';
 import type { Rendered } from './template.js';
 
@@ -47,6 +50,13 @@ export interface ReloaderOptions {
   haproxyBin?: string;
   /** Deadline for `haproxy -c`. Default 30000 ms. */
   validateTimeoutMs?: number;
+  /**
+   * Before anything changes, try to bind the TCP ports the new config adds: one taken by
+   * another process would fail the reload *after* HAProxy paused its listeners (see
+   * ports.ts). Probes run in the updater's network namespace; turn this off when HAProxy
+   * runs in another one. Default true.
+   */
+  probeNewPorts?: boolean;
 }
 
 export interface ReloadResult {
@@ -90,6 +100,12 @@ export class Reloader {
   async #reload(rendered: Rendered, reasons: string[]): Promise<ReloadResult> {
     const started = performance.now();
     const ctx = { reasons };
+
+    // 0. A listener HAProxy cannot bind is refused now, not discovered during the reload.
+    if (this.#o.probeNewPorts !== false) {
+      const current = await readFile(this.#o.cfgPath, 'utf8').catch(() => '');
+      await assertNewPortsFree(current, rendered.config);
+    }
 
     // 1. Without a fresh state dump a reload would reset every slot to the config's
     //    `slot.invalid`/maint: refuse rather than cut traffic.
