@@ -1,7 +1,8 @@
 /**
  * Creates the etcd3 client used by the watcher and by `register`: endpoint validation, TLS
- * files, auth, per-call deadlines, gRPC keepalive, and fault handling without etcd3's
- * default circuit breaker (which would refuse calls for 5 s after etcd comes back; the
+ * files, auth, per-call deadlines, gRPC keepalive, and fault handling instead of etcd3's
+ * defaults (3 retries + a per-host circuit breaker that refuses every call for 5 s after 3
+ * failures — with one endpoint that only delays recovery after etcd comes back; the
  * watcher has its own backoff).
  */
 import { readFile } from 'node:fs/promises';
@@ -32,6 +33,8 @@ export interface EtcdConnectOptions {
 }
 
 export const DEFAULT_REQUEST_TIMEOUT_MS = 5000;
+/** With several endpoints, how long a failed one is skipped. */
+const HOST_SKIP_MS = 2000;
 
 type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
 
@@ -39,6 +42,27 @@ type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
 const passthrough = {
   execute: async (fn: (ctx: { signal: AbortSignal; attempt: number }) => unknown) => fn({ signal: new AbortController().signal, attempt: 0 }),
 } as unknown as Policy;
+
+/**
+ * Host policy with several endpoints: after a connection error the host is skipped for
+ * `openMs`, so that etcd3 picks another endpoint (it only fails over when a host policy
+ * refuses the call; a watch stream is bound to the host it was opened on). With one
+ * endpoint this is not used: refusing calls to the only host would just delay recovery.
+ */
+function skipAfterFailure(openMs: number): Policy {
+  let openUntil = 0;
+  return {
+    execute: async (fn: (ctx: { signal: AbortSignal; attempt: number }) => unknown) => {
+      if (Date.now() < openUntil) throw new Error('etcd endpoint failed recently; trying another');
+      try {
+        return await fn({ signal: new AbortController().signal, attempt: 0 });
+      } catch (err) {
+        if (err instanceof Error && isRecoverableError(err)) openUntil = Date.now() + openMs;
+        throw err;
+      }
+    },
+  } as unknown as Policy;
+}
 
 /** Global policy: on a recoverable (connection) error try the next endpoint at once, each at most once per call. */
 function failover(attempts: number): Policy {
@@ -92,7 +116,7 @@ export async function createEtcdClient(o: EtcdConnectOptions): Promise<Etcd3> {
   const options: IOptions = {
     hosts,
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
-    faultHandling: { host: () => passthrough, global: failover(hosts.length) },
+    faultHandling: { host: () => (hosts.length > 1 ? skipAfterFailure(HOST_SKIP_MS) : passthrough), global: failover(hosts.length) },
     grpcOptions: {
       // Detect a dead peer on an idle watch stream (etcd's default enforcement minimum is 5 s).
       'grpc.keepalive_time_ms': 10_000,

@@ -339,12 +339,10 @@ const shortKey = (k: string) => (k.length > MAX_KEY_IN_REJECTION ? k.slice(0, MA
  * (even if that key's value is rejected): a service without valid upstreams is still a
  * service. Keys outside the contract are listed in `ignored`.
  *
- * Cross-entry rules (deterministic, independent of input order):
- *  - duplicate addr:port within a service: the lexicographically first upstream id keeps it;
- *  - a domain claimed by several http services stays with the first service name; the
- *    others lose that name (rejection on their `domain` key), since one Host header can
- *    route to one backend only;
- *  - likewise a tcp listen port claimed by several tcp services.
+ * Duplicate addr:port within a service: the lexicographically first upstream id keeps it
+ * (deterministic, independent of input order). Conflicts BETWEEN services (one domain or
+ * one tcp port claimed by several) are not decided here: which claims conflict depends on
+ * the listeners and maps (hosts vs sni), which src/reconcile and src/render own.
  */
 export function parseRegistry(kvs: Iterable<{ key: string; value: string }>, prefix: string, revision: string): ParseResult {
   const root = normalizePrefix(prefix) + '/';
@@ -397,8 +395,6 @@ export function parseRegistry(kvs: Iterable<{ key: string; value: string }>, pre
   const http = new Map<string, HttpService>();
   const tcp = new Map<string, TcpService>();
   const sorted = [...drafts.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const domainOwner = new Map<string, string>();
-  const portOwner = new Map<number, string>();
 
   for (const d of sorted) {
     const upstreams = buildUpstreams(d, reject);
@@ -414,17 +410,8 @@ export function parseRegistry(kvs: Iterable<{ key: string; value: string }>, pre
       const dom = d.fields.get('domain');
       if (dom) {
         const p = parseDomains(dom.value);
-        if (p.ok) {
-          domains = p.value.filter((h) => {
-            const owner = domainOwner.get(h);
-            if (owner === undefined) {
-              domainOwner.set(h, d.name);
-              return true;
-            }
-            reject(dom.key, `domain ${quote(h)} is already routed to http service ${quote(owner)}`);
-            return false;
-          });
-        } else reject(dom.key, p.reason);
+        if (p.ok) domains = p.value;
+        else reject(dom.key, p.reason);
       }
       let urlReg: string | null = null;
       const ur = d.fields.get('url_reg');
@@ -448,17 +435,8 @@ export function parseRegistry(kvs: Iterable<{ key: string; value: string }>, pre
       const pv = d.fields.get('ports');
       if (pv) {
         const p = parsePorts(pv.value);
-        if (p.ok) {
-          ports = p.value.filter((port) => {
-            const owner = portOwner.get(port);
-            if (owner === undefined) {
-              portOwner.set(port, d.name);
-              return true;
-            }
-            reject(pv.key, `port ${port} is already used by tcp service ${quote(owner)}`);
-            return false;
-          });
-        } else reject(pv.key, p.reason);
+        if (p.ok) ports = p.value;
+        else reject(pv.key, p.reason);
       }
       tcp.set(d.name, Object.freeze({ kind: 'tcp', name: d.name, upstreams, options, ports: Object.freeze(ports) }));
     }

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Etcd3 } from 'etcd3';
-import { startEtcd, waitFor, sleep } from './harness.js';
+import { startEtcd, waitFor, sleep, freePort } from './harness.js';
 import { RegistryWatcher, type RegistryUpdate, type WatchState } from '../../src/watch/index.js';
 
 const P = '/haproxy-discover';
@@ -144,4 +144,24 @@ test('a watch cancelled by compaction triggers a full resync', async (t) => {
   // The watch from the resync revision delivers changes again.
   await other.put(`${H}/web/upstreams/d`).value('10.0.0.4:80');
   await waitFor(() => upstreamIds(watcher.current, 'web').includes('d'), { timeoutMs: 5000, what: 'watch after compaction resync' });
+});
+
+test('several endpoints, one of them dead: the watcher loads and watches through the live one', async (t) => {
+  const etcd = await startEtcd();
+  t.after(() => etcd.destroy());
+  await etcd.ctl('put', `${H}/web/upstreams/a`, '10.0.0.1:80');
+  const dead = `http://127.0.0.1:${await freePort()}`;
+  for (const endpoints of [[dead, etcd.endpoint], [etcd.endpoint, dead]]) {
+    const watcher = new RegistryWatcher({ endpoints, prefix: P, backoff: { initialMs: 100, maxMs: 500 } });
+    const t0 = Date.now();
+    await watcher.start();
+    const ms = Date.now() - t0;
+    t.diagnostic(`${endpoints.join(',')}: first load after ${ms} ms`);
+    assert.ok(ms < 5000, `${ms} ms`);
+    await etcd.ctl('put', `${H}/web/upstreams/b`, '10.0.0.2:80');
+    await waitFor(() => upstreamIds(watcher.current, 'web').includes('b'), { timeoutMs: 5000, what: 'change via the live endpoint' });
+    await etcd.ctl('del', `${H}/web/upstreams/b`);
+    await waitFor(() => !upstreamIds(watcher.current, 'web').includes('b'), { timeoutMs: 5000, what: 'delete via the live endpoint' });
+    await watcher.stop();
+  }
 });
