@@ -300,7 +300,7 @@ export function renderConfig(input: RenderInput): Rendered {
   }
   if (wantsHttps && s.httpsPort !== null && s.httpsPort !== undefined) {
     const port = assertPort(s.httpsPort, 'httpsPort');
-    if (port === httpPort || port === s.statsPort) throw new InvalidArgumentError('httpsPort equals httpPort or statsPort', { httpsPort: port });
+    if (port === httpPort || (stats && port === s.statsPort)) throw new InvalidArgumentError('httpsPort equals httpPort or statsPort', { httpsPort: port });
     let terminate: { hopBackend: string; socket: string } | null = null;
     let fallback = TLS_NO_ROUTE_BACKEND;
     if (certsDir) {

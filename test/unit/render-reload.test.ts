@@ -11,7 +11,9 @@ import path from 'node:path';
 import { DEFAULT_OPTIONS, type HttpService, type Registry } from '../../src/model.js';
 import { ConfigInvalidError, GuardError, ReloadFailedError, ReloadTimeoutError, ReplyParseError } from '../../src/errors.js';
 import {
+  assertNewPortsFree,
   atomicWrite,
+  tcpListeners,
   defaultSettings,
   defaultSlots,
   readAppliedSlots,
@@ -299,4 +301,23 @@ test('writeRendered: first write has no previous; support files created with the
   await assert.rejects(stat(path.join(dir, 'haproxy.cfg.prev')), /ENOENT/);
   assert.equal(await readFile(path.join(dir, 'url_reg', 'web.pat'), 'utf8'), '^/w\n');
   await writeFile(path.join(dir, 'unrelated'), 'x');
+});
+
+test('tcpListeners / assertNewPortsFree: only ports the new config adds are probed; EADDRINUSE refuses', async (t) => {
+  const cfg = (...binds: string[]) => binds.map((b) => `frontend f\n    bind ${b}\n`).join('');
+  assert.deepEqual(tcpListeners(cfg('*:80', '127.0.0.1:81', '[::]:82 v4v6', '[::1]:83', 'unix@/x/y.sock mode 600 accept-proxy')), [
+    { host: '0.0.0.0', port: 80 },
+    { host: '127.0.0.1', port: 81 },
+    { host: '::', port: 82 },
+    { host: '::1', port: 83 },
+  ]);
+  const net = await import('node:net');
+  const squatter = net.createServer();
+  await new Promise<void>((r) => squatter.listen(0, '127.0.0.1', () => r()));
+  t.after(() => new Promise<void>((r) => squatter.close(() => r())));
+  const taken = (squatter.address() as { port: number }).port;
+  // Already bound by the running config: not probed (HAProxy passes that fd on).
+  await assertNewPortsFree(cfg(`127.0.0.1:${taken}`), cfg(`127.0.0.1:${taken}`));
+  await assert.rejects(assertNewPortsFree(cfg('127.0.0.1:1'), cfg(`127.0.0.1:${taken}`)), (e: unknown) => e instanceof ConfigInvalidError && e.message.includes(String(taken)));
+  await assert.rejects(assertNewPortsFree('', cfg(`*:${taken}`)), ConfigInvalidError);
 });
