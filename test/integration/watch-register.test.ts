@@ -122,3 +122,25 @@ test('registerUpstream against an unreachable etcd fails with EtcdUnavailableErr
     { code: 'E_ETCD_UNAVAILABLE' },
   );
 });
+
+test('etcd with authentication: watcher and registration log in; a wrong password is a ConfigError', async (t) => {
+  const etcd = await startEtcd();
+  t.after(() => etcd.destroy());
+  await etcd.ctl('user', 'add', 'root:rootpw');
+  await etcd.ctl('role', 'add', 'root');
+  await etcd.ctl('user', 'grant-role', 'root', 'root');
+  await etcd.ctl('auth', 'enable');
+  const auth = { username: 'root', password: 'rootpw' };
+  const watcher = new RegistryWatcher({ endpoints: [etcd.endpoint], prefix: P, auth });
+  await watcher.start();
+  const reg = await registerUpstream({ endpoints: [etcd.endpoint], prefix: P, kind: 'http', service: 'web', id: 'w', addr: '10.0.0.1', port: 80, ttlSec: 2, auth });
+  await waitFor(() => watcher.current?.registry.http.get('web')?.upstreams.has('w') === true, { timeoutMs: 5000, what: 'authenticated watch sees the registration' });
+  await reg.close();
+  await waitFor(() => watcher.current?.registry.http.get('web') === undefined, { timeoutMs: 5000, what: 'removal seen' });
+  await watcher.stop();
+  await assert.rejects(
+    registerUpstream({ endpoints: [etcd.endpoint], prefix: P, kind: 'http', service: 'web', id: 'w', addr: '10.0.0.1', port: 80, auth: { username: 'root', password: 'wrong' } }),
+    ConfigError,
+  );
+  assert.equal((await etcd.ctl('--user', 'root:rootpw', 'get', P, '--prefix', '--keys-only')).trim(), '', 'nothing written');
+});
