@@ -66,6 +66,8 @@ export class Daemon {
   #timers = new Set<NodeJS.Timeout>();
   #verifyTimer: NodeJS.Timeout | null = null;
   #stopping = false;
+  /** Passes wait until start() has HAProxy up and the applied config loaded. */
+  #started = false;
   #lastPassOk = false;
   #lastPassError: string | null = null;
   #restarting = false;
@@ -132,6 +134,7 @@ export class Daemon {
 
     this.#verifyTimer = setInterval(() => this.requestPass('verify'), this.#o.verifyIntervalMs);
     this.#verifyTimer.unref();
+    this.#started = true;
     await this.requestPass('start');
   }
 
@@ -189,7 +192,7 @@ export class Daemon {
 
   /** Queues one pass unless one is already waiting (passes always read the latest state). */
   requestPass(why: string): Promise<void> {
-    if (this.#stopping) return Promise.resolve();
+    if (this.#stopping || !this.#started) return Promise.resolve();
     if (this.#passQueued) return this.#queue.onIdle();
     this.#passQueued = true;
     return this.#queue.add(async () => {

@@ -132,6 +132,7 @@ test('a new service costs exactly one reload, is routed, and no request fails me
 });
 
 test('sslpass service routed by SNI to a TLS upstream, and a tcp service routed', async (t) => {
+  const dbg = (m: string) => process.env.E2E_DEBUG && console.error('[e2e]', m);
   const dir = await tempDir('hu-tls-');
   t.after(() => removeDir(dir));
   await execFileP('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(dir, 'k.pem'), '-out', path.join(dir, 'c.pem'), '-days', '2', '-subj', '/CN=secure.test']);
@@ -144,12 +145,14 @@ test('sslpass service routed by SNI to a TLS upstream, and a tcp service routed'
   t.after(() => new Promise<void>((r) => echo.close(() => r())));
   const echoPort = (echo.address() as net.AddressInfo).port;
   const tcpPort = await freePort();
+  dbg('servers up');
 
   await etcd.ctl('put', `${P}/http-services/secure/domain`, 'secure.test');
   await etcd.ctl('put', `${P}/http-services/secure/sslpass`, '1');
   await etcd.ctl('put', `${P}/http-services/secure/upstreams/s0`, `127.0.0.1:${tlsPort}`);
   await etcd.ctl('put', `${P}/tcp-services/echo/ports`, String(tcpPort));
   await etcd.ctl('put', `${P}/tcp-services/echo/upstreams/e0`, `127.0.0.1:${echoPort}`);
+  dbg('registered');
 
   const body = await waitFor(
     () =>
@@ -163,6 +166,7 @@ test('sslpass service routed by SNI to a TLS upstream, and a tcp service routed'
           },
         );
         req.on('error', reject);
+        req.on('timeout', () => req.destroy(new Error('timeout')));
       }),
     { what: 'sslpass routed', timeoutMs: 15_000 },
   );
@@ -172,6 +176,7 @@ test('sslpass service routed by SNI to a TLS upstream, and a tcp service routed'
       resolve(String(s.getPeerCertificate().subject?.CN ?? ''));
       s.end();
     });
+    s.setTimeout(2000, () => s.destroy(new Error('timeout')));
     s.on('error', reject);
   });
   assert.equal(peer, 'secure.test', "the upstream's certificate is served (passthrough, not termination)");
