@@ -1,13 +1,14 @@
 #!/usr/bin/env node
-// Entry point: runs the compiled build when present (`npm run build`), else the
-// TypeScript sources through tsx (a runtime dependency), so `npx haproxy-updater`
-// works straight after `npm ci`.
+// Entry point. In a checkout (src/ present) it runs the TypeScript sources through tsx (a
+// runtime dependency), so `npx haproxy-updater` works straight after `npm ci` and a stale
+// dist/ can never shadow the sources; an image that ships only dist/ runs the build.
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
+const src = fileURLToPath(new URL('../src/cli.ts', import.meta.url));
 const dist = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 let mod;
-if (existsSync(dist)) {
+if (!existsSync(src) && existsSync(dist)) {
   mod = await import(dist);
 } else {
   const { register } = await import('tsx/esm/api');
