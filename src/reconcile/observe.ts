@@ -7,24 +7,14 @@
 import { isSlotName } from './slots.js';
 import type { ObservedBackend, ObservedServer, ObservedState } from './types.js';
 
-/** HAProxy admin flags (`show servers state` srv_admin_state). */
-export const ADMF = Object.freeze({
-  FMAINT: 0x01,
-  IMAINT: 0x02,
-  /** "disabled" in the config; stays set on a slot made ready at runtime. Not maintenance. */
-  CMAINT: 0x04,
-  FDRAIN: 0x08,
-  IDRAIN: 0x10,
-  RMAINT: 0x20,
-});
-/** HAProxy's SRV_ADMF_MAINT: "any maintenance flag except CMAINT". */
-export const ADMF_MAINT = ADMF.FMAINT | ADMF.IMAINT | ADMF.RMAINT;
-export const ADMF_DRAIN = ADMF.FDRAIN | ADMF.IDRAIN;
+// The flag values and their meaning live with the parser that reads them.
+import { isMaint, isDrain } from '../runtime/servers.js';
+
 /** Check state flag CHK_ST_ENABLED (`show servers state` srv_check_state). */
 export const CHK_ST_ENABLED = 0x04;
 
-export const adminIsMaint = (admin: number): boolean => (admin & ADMF_MAINT) !== 0;
-export const adminIsDrain = (admin: number): boolean => (admin & ADMF_DRAIN) !== 0;
+export const adminIsMaint = (admin: number): boolean => isMaint({ srvAdminState: admin });
+export const adminIsDrain = (admin: number): boolean => isDrain({ srvAdminState: admin });
 
 type Num = number | string;
 

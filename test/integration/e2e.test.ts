@@ -266,7 +266,7 @@ test("HAProxy's worker killed: the updater restores the state", async () => {
   // Upstreams are held until their first health checks pass, so each service comes back
   // on its own schedule: wait for each.
   await waitFor(async () => (await get('www.web.test', updater.httpPort)).body.startsWith('web-'), { what: 'runtime-added domain restored' });
-  await waitFor(async () => (await get('api.test', updater.httpPort)).body === 'api-0', { what: 'api restored' });
+  await waitFor(async () => (await get('shop2.test', updater.httpPort)).body === 'web-0', { what: 'shop2 (a service added at runtime) restored' });
   const after = await masterView(updater.masterSocket);
   assert.notEqual(after.masterPid, before.masterPid, 'a new HAProxy was started by the updater');
 });
