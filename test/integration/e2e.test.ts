@@ -229,6 +229,45 @@ test('hostile registry values are rejected while the rest applies', async () => 
   for (const k of ['web/upstreams/evil1', 'evil;x/domain', 'shop/domain']) await etcd.ctl('del', `${P}/http-services/${k}`);
 });
 
+test('drift made behind our back is repaired, and `plan` then has nothing to do', async () => {
+  const { socketCommand } = await import('./harness.js');
+  const state = await socketCommand(updater.adminSocket, 'show servers state http-web');
+  const slot = /^\d+ http-web \d+ (s\d+) 127\.0\.0\.1 /m.exec(state)?.[1];
+  assert.ok(slot, state);
+  await socketCommand(updater.adminSocket, `set server http-web/${slot} state maint`);
+  await waitFor(async () => !/MAINT/.test((await socketCommand(updater.adminSocket, 'show stat http-web 4 -1')).split('\n').find((l) => l.startsWith(`http-web,${slot},`)) ?? 'MAINT'), {
+    what: 'slot taken out behind our back is back in service',
+    timeoutMs: 10_000,
+  });
+  await waitFor(
+    async () => {
+      const plan = await execFileP(process.execPath, [path.join(process.cwd(), 'bin/haproxy-updater.js'), 'plan', '--etcd', etcd.endpoint, '--state-dir', stateDir, '--http-port', String(updater.httpPort), '--https-port', String(updater.httpsPort), '--bind-address', '127.0.0.1']);
+      return /runtime: nothing to do/.test(plan.stdout) && /reload: not needed|reload: with the next one/.test(plan.stdout);
+    },
+    { what: 'plan of a converged state is empty', timeoutMs: 10_000 },
+  );
+});
+
+test('etcd outage: HAProxy keeps serving the last good state; changes made meanwhile apply after', async (t) => {
+  const late = await startBackend('web-late');
+  t.after(() => late.close());
+  const abort = new AbortController();
+  const load = runLoad({ url: `http://127.0.0.1:${updater.httpPort}/`, host: 'web.test', concurrency: 2, durationMs: 30_000, signal: abort.signal });
+  await etcd.kill();
+  await waitFor(async () => /^haproxy_updater_registry_stale 1$/m.test((await updater.get('/metrics')).body), { what: 'stale reported', timeoutMs: 15_000 });
+  await sleep(1000);
+  await etcd.start();
+  await etcd.ctl('put', `${P}/http-services/web/upstreams/late`, `127.0.0.1:${late.port}`);
+  await waitFor(() => late.hits > 0, { what: 'change after the outage applied', timeoutMs: 20_000 });
+  await etcd.ctl('del', `${P}/http-services/web/upstreams/late`);
+  await sleep(500);
+  abort.abort();
+  const r = await load;
+  t.diagnostic(summarize('load across etcd outage', r));
+  assert.equal(r.failed, 0, summarize('load', r));
+  assert.match((await updater.get('/metrics')).body, /^haproxy_updater_registry_stale 0$/m);
+});
+
 test('updater killed with SIGKILL and restarted: zero reloads, zero failed requests', async (t) => {
   const before = await masterView(updater.masterSocket);
   const abort = new AbortController();
