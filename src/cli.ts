@@ -240,7 +240,13 @@ async function cmdRender(f: Flags): Promise<number> {
   return 0;
 }
 
-async function connectHaproxy(f: Flags, settings: RenderSettings) {
+/** What status needs: where the sockets and maps are, not how to render. */
+function socketSettings(f: Flags): Pick<RenderSettings, 'adminSocket' | 'hostsMap' | 'sniMap'> {
+  const base = defaultSettings(f.path('state-dir')!);
+  return { adminSocket: f.path('runtime-socket') ?? base.adminSocket, hostsMap: base.hostsMap, sniMap: base.sniMap };
+}
+
+async function connectHaproxy(f: Flags, settings: Pick<RenderSettings, 'adminSocket' | 'hostsMap' | 'sniMap'>) {
   const runtime = new RuntimeClient({ path: settings.adminSocket }, { timeoutMs: 5000 });
   const stateDir = f.path('state-dir')!;
   const cfg = await readFile(path.join(stateDir, 'haproxy.cfg'), 'utf8').catch(() => '');
@@ -259,7 +265,7 @@ async function cmdPlan(f: Flags): Promise<number> {
 }
 
 async function cmdStatus(f: Flags): Promise<number> {
-  const settings = renderSettings(f);
+  const settings = socketSettings(f);
   const { observed } = await connectHaproxy(f, settings);
   const master = new MasterClient({ path: f.path('master-socket') ?? path.join(f.path('state-dir')!, 'master.sock') });
   const proc = await master.showProc().catch(() => null);
