@@ -1,0 +1,102 @@
+/**
+ * `npm run demo` in its short mode, as a newcomer runs it: the real demo script as a child
+ * process (etcd, the updater with its managed HAProxy, self-registering apps, traffic, the
+ * whole story). Asserts its exit code, the numbers of its machine-readable summary line and
+ * that no process it started survives it.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+interface DemoSummary {
+  ok: number;
+  failed: number;
+  failures: Record<string, number>;
+  perHost: Record<string, { ok: number; failed: number }>;
+  membershipReloads: number;
+  structuralReloads: number;
+  setupReloads: number;
+  runtimeCommands: number;
+  convergenceP50Ms: number;
+  convergenceMaxMs: number;
+  convergence: { what: string; ms: number }[];
+  registrarRestarts: number;
+  steps: number;
+  error: string | null;
+  statsUrl: string;
+  statsPassword: string;
+  pids: { haproxy: number[]; etcd: number[]; updater: number; registrars: number[] };
+  leftover: number[];
+  pass: boolean;
+}
+
+/** The command name of a live (non-zombie) process, or null. */
+function comm(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') return null;
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return null;
+  }
+}
+
+function runDemo(args: string[], timeoutMs: number): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/demo.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+    // SIGINT first (the demo cleans up), SIGKILL if that does not end it.
+    const timer = setTimeout(() => {
+      child.kill('SIGINT');
+      setTimeout(() => child.kill('SIGKILL'), 15_000).unref();
+    }, timeoutMs);
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+test('npm run demo -- --short: 0 failed requests, 0 reloads for membership changes, nothing left running', { timeout: 180_000 }, async (t) => {
+  const r = await runDemo(['--short'], 120_000);
+  const tail = `\n--- stdout (tail) ---\n${r.stdout.split('\n').slice(-60).join('\n')}\n--- stderr ---\n${r.stderr.slice(-3000)}`;
+  const line = r.stdout.split('\n').filter((l) => l.startsWith('DEMO-SUMMARY ')).at(-1);
+  assert.ok(line, `no DEMO-SUMMARY line${tail}`);
+  const s = JSON.parse(line.slice('DEMO-SUMMARY '.length)) as DemoSummary;
+  t.diagnostic(
+    `ok=${s.ok} failed=${s.failed} membershipReloads=${s.membershipReloads} structuralReloads=${s.structuralReloads} setupReloads=${s.setupReloads} runtimeCommands=${s.runtimeCommands} convergence p50=${s.convergenceP50Ms}ms max=${s.convergenceMaxMs}ms registrarRestarts=${s.registrarRestarts}`,
+  );
+  assert.equal(r.code, 0, `demo exit code ${r.code} (signal ${r.signal})${tail}`);
+  assert.equal(s.error, null, tail);
+  assert.equal(s.steps, 6, 'the whole story played');
+  assert.equal(s.failed, 0, `failed requests ${JSON.stringify(s.failures)}${tail}`);
+  assert.equal(s.membershipReloads, 0, `no reload for membership changes${tail}`);
+  assert.ok(s.structuralReloads >= 1, `the new service cost a reload (HAProxy's counter): ${s.structuralReloads}`);
+  assert.ok(s.ok > 1000, `enough traffic went through: ${s.ok}`);
+  for (const host of ['shop.localhost', 'store.localhost', 'api.localhost']) {
+    assert.ok((s.perHost[host]?.ok ?? 0) > 0, `${host} served traffic`);
+  }
+  assert.ok(s.runtimeCommands > 0, 'membership changes went over the Runtime API');
+  assert.ok(s.convergence.length >= 5, 'convergence measured for the changes');
+  assert.match(s.statsUrl, /^http:\/\/127\.0\.0\.1:\d+\/admin\?stats$/);
+  assert.ok(s.statsPassword.length >= 12, 'a generated stats password is reported');
+  assert.match(r.stdout, /stats page\s+http:\/\/127\.0\.0\.1:\d+\/admin\?stats\s+user admin\s+password \S+/);
+
+  // Nothing the demo started survives it (checked by command name against PID reuse).
+  assert.ok(s.pids.haproxy.length >= 2, `haproxy master and worker PIDs reported: ${s.pids.haproxy.join(',')}`);
+  assert.ok(s.pids.etcd.length >= 2, `etcd PIDs (before and after the outage) reported: ${s.pids.etcd.join(',')}`);
+  assert.deepEqual(s.leftover, []);
+  const alive = [
+    ...s.pids.haproxy.filter((p) => comm(p)?.startsWith('haproxy')),
+    ...s.pids.etcd.filter((p) => comm(p)?.startsWith('etcd')),
+    ...[s.pids.updater, ...s.pids.registrars].filter((p) => p && comm(p)?.startsWith('node')),
+  ];
+  assert.deepEqual(alive, [], `processes left running: ${alive.join(',')}`);
+});
