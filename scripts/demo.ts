@@ -48,18 +48,23 @@ interface Options {
   keep: boolean;
   keepMaxS: number;
   short: boolean;
+  /** How long etcd stays down in step 6, ms. */
+  outageMs: number | null;
 }
 
 function usage(): string {
   return `usage: npm run demo -- [--short] [--duration <s>] [--keep]
   --short           short story (~20 s of traffic), as the test runs it
   --duration <s>    length of the traffic phase in seconds (default 60; 15-600)
+  --outage <s>      how long etcd stays down in step 6 (default 6, --short 3; 1-60).
+                    Registrar leases (TTL 5 s) are lost after ~10 s without etcd: the
+                    registrars exit and the demo restarts them
   --keep            leave etcd, HAProxy, the updater and the apps running afterwards
                     (until Ctrl-C, at most 1 h), and print how to explore them`;
 }
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { durationS: 60, keep: false, keepMaxS: 3600, short: false };
+  const o: Options = { durationS: 60, keep: false, keepMaxS: 3600, short: false, outageMs: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--short') {
@@ -71,6 +76,11 @@ function parseOptions(argv: string[]): Options {
       const n = Number(v);
       if (!Number.isFinite(n) || n < 15 || n > 600) throw new Error(`--duration: '${v}' is not a number of seconds 15-600`);
       o.durationS = n;
+    } else if (a === '--outage' || a.startsWith('--outage=')) {
+      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 1 || n > 60) throw new Error(`--outage: '${v}' is not a number of seconds 1-60`);
+      o.outageMs = n * 1000;
     } else if (a === '--help' || a === '-h') {
       process.stdout.write(usage() + '\n');
       process.exit(0);
@@ -634,8 +644,8 @@ class Demo {
 
   async story(): Promise<void> {
     const o = this.o;
-    // Dwell unit: the story's fixed work takes ~12-15 s; the rest of --duration is spread over the steps.
-    const u = Math.min(8000, Math.max(400, ((o.durationS - 14) * 1000) / 10));
+    // Dwell unit: the story's fixed work takes ~25 s; the rest of --duration is spread over the steps.
+    const u = Math.min(8000, Math.max(400, ((o.durationS - 27) * 1000) / 8.5));
     const shop = (n: number) => `shop-${n}`;
 
     // (1) shop with 2 instances — registered before the updater started, so they are in HAProxy's first config.
@@ -706,12 +716,12 @@ class Demo {
 
     // (6) etcd outage
     await this.setStep(6, 'etcd killed, HAProxy keeps serving', 'membership', 'the updater keeps the last good state (stale, never empty); changes after etcd returns are applied');
-    this.pids.etcd.push(this.etcd.proc.pid);
+    const etcdPid = this.etcd.proc.pid;
     await this.etcd.kill();
-    say(`etcd (pid ${this.pids.etcd.at(-1)}) killed with SIGKILL`);
+    say(`etcd (pid ${etcdPid}) killed with SIGKILL`);
     await waitFor(async () => (await this.readMetrics(), this.etcdState !== 'watching'), { timeoutMs: 15_000, intervalMs: 100, what: 'updater notices the outage' }).catch(() => undefined);
     say(`updater's etcd state: ${this.etcdState}; traffic continues`);
-    await this.pause(o.short ? 3000 : 6000);
+    await this.pause(o.outageMs ?? (o.short ? 3000 : 6000));
     await this.etcd.start();
     this.pids.etcd.push(this.etcd.proc.pid);
     say(`etcd restarted (pid ${this.etcd.proc.pid}, same data dir)`);
@@ -779,8 +789,10 @@ class Demo {
         say(C.r(`story failed: ${(storyError as Error).stack ?? String(storyError)}`));
         say(C.dim(`updater output (last lines):\n${this.updater.proc.output.slice(-15).join('\n')}`));
       }
-      const status = await execFileP(process.execPath, [BIN, 'status', '--etcd', this.etcd.endpoint, '--state-dir', this.stateDir], { timeout: 20_000 }).catch((e: Error) => ({ stdout: `(status failed: ${e.message})` }));
-      say(`\`haproxy-updater status\`:\n${status.stdout.trimEnd()}`);
+      if (!this.aborted) {
+        const status = await execFileP(process.execPath, [BIN, 'status', '--etcd', this.etcd.endpoint, '--state-dir', this.stateDir], { timeout: 20_000 }).catch((e: Error) => ({ stdout: `(status failed: ${e.message})` }));
+        say(`\`haproxy-updater status\`:\n${status.stdout.trimEnd()}`);
+      }
       if (o.keep && !this.aborted) await this.keep();
     } catch (err) {
       if (!(err instanceof AbortError)) storyError = err;
