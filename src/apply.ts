@@ -19,7 +19,7 @@ import {
   setMap,
   delMap,
 } from './runtime/index.js';
-import { atomicWrite, renderHostsMap, renderSniMap, type RenderSettings } from './render/index.js';
+import { atomicWrite, renderHostsMap, renderSniMap, checkTiming, type RenderSettings } from './render/index.js';
 import { logger } from './log.js';
 
 const log = logger('apply');
@@ -32,7 +32,7 @@ export interface ApplyResult {
   message?: string;
 }
 
-function toCommand(op: Op, settings: Pick<RenderSettings, 'hostsMap' | 'sniMap'>): Command | null {
+function toCommand(op: Op, settings: Pick<RenderSettings, 'hostsMap' | 'sniMap' | 'checkInterMs'>): Command | null {
   switch (op.kind) {
     case 'set-addr':
       return setServerAddr(op.backend, op.server, op.addr, op.port);
@@ -42,8 +42,22 @@ function toCommand(op: Op, settings: Pick<RenderSettings, 'hostsMap' | 'sniMap'>
       return setServerWeight(op.backend, op.server, op.weight);
     case 'set-health':
       return setServerHealth(op.backend, op.server, op.health);
-    case 'add-server':
-      return addServer(op.backend, op.server, { addr: op.addr, port: op.port, weight: op.weight, check: true });
+    case 'add-server': {
+      // `default-server` does not reach servers added at runtime: give them the slots' timing.
+      const t = checkTiming(settings.checkInterMs);
+      return addServer(op.backend, op.server, {
+        addr: op.addr,
+        port: op.port,
+        weight: op.weight,
+        check: true,
+        inter: t.interMs,
+        fastinter: t.fastinterMs,
+        downinter: t.downinterMs,
+        rise: t.rise,
+        fall: t.fall,
+        ...(op.maxconn === null || op.maxconn === undefined ? {} : { maxconn: op.maxconn }),
+      });
+    }
     case 'enable-health':
       return enableHealth(op.backend, op.server);
     case 'del-server':
@@ -63,7 +77,7 @@ export async function applyOps(
   runtime: RuntimeClient,
   ops: readonly Op[],
   registry: Registry,
-  settings: Pick<RenderSettings, 'hostsMap' | 'sniMap'>,
+  settings: Pick<RenderSettings, 'hostsMap' | 'sniMap' | 'checkInterMs'>,
 ): Promise<ApplyResult[]> {
   const results: ApplyResult[] = [];
   const commands: Command[] = [];

@@ -205,6 +205,14 @@ function patternFileText(svcName: string, regex: unknown): string {
 
 let compiled: { eta: Eta } | null = null;
 
+/**
+ * Health-check timing of every server: the template's `default-server` line and the
+ * overflow servers added at runtime (which `default-server` does not reach) share it.
+ */
+export function checkTiming(interMs = 500): { interMs: number; fastinterMs: number; downinterMs: number; rise: number; fall: number } {
+  return { interMs, fastinterMs: Math.max(100, Math.floor(interMs / 2)), downinterMs: Math.max(interMs, 1000), rise: 2, fall: 3 };
+}
+
 /** The template sits beside this module in src/; a build in dist/ falls back to src/. */
 function templateEngine(): Eta {
   if (compiled) return compiled.eta;
@@ -396,7 +404,7 @@ export function renderConfig(input: RenderInput): Rendered {
     adminSocket,
     serverStateFile,
     log: log_,
-    check: { inter: ms(inter), fastinter: ms(Math.max(100, Math.floor(inter / 2))), downinter: ms(Math.max(inter, 1000)) },
+    check: (({ interMs, fastinterMs, downinterMs, rise, fall }) => ({ inter: ms(interMs), fastinter: ms(fastinterMs), downinter: ms(downinterMs), rise: String(rise), fall: String(fall) }))(checkTiming(inter)),
     httpFrontends,
     urlRegs,
     hostsMap,

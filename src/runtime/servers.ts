@@ -57,6 +57,10 @@ export interface AddServerOptions {
   check?: boolean;
   /** Check interval in ms. Default: HAProxy's (2000). */
   inter?: number;
+  /** Check interval during UP/DOWN transitions, ms. Default: `inter`. */
+  fastinter?: number;
+  /** Check interval while DOWN, ms. Default: `inter`. */
+  downinter?: number;
   /** Default: HAProxy's (2). */
   rise?: number;
   /** Default: HAProxy's (3). */
@@ -77,6 +81,8 @@ export function addServer(backend: string, server: string, o: AddServerOptions):
   if (o.weight !== undefined) words.push(`weight ${assertWeight(o.weight)}`);
   if (o.check) words.push('check');
   if (o.inter !== undefined) words.push(`inter ${assertInt(o.inter, 1, 3_600_000, 'inter')}`);
+  if (o.fastinter !== undefined) words.push(`fastinter ${assertInt(o.fastinter, 1, 3_600_000, 'fastinter')}`);
+  if (o.downinter !== undefined) words.push(`downinter ${assertInt(o.downinter, 1, 3_600_000, 'downinter')}`);
   if (o.rise !== undefined) words.push(`rise ${assertInt(o.rise, 1, 1000, 'rise')}`);
   if (o.fall !== undefined) words.push(`fall ${assertInt(o.fall, 1, 1000, 'fall')}`);
   if (o.maxconn !== undefined) words.push(`maxconn ${assertInt(o.maxconn, 0, 1_000_000, 'maxconn')}`);
