@@ -1,0 +1,304 @@
+/**
+ * `npm run bench [-- --quick] [-- --json] [-- --only convergence,churn] [-- --changes 100 ...]`
+ *
+ * Measures, in one run on this machine and side by side, this project's runtime path
+ * (the real `haproxy-updater run`, managed HAProxy) against a confd-like render + check +
+ * reload baseline (bench/confd.ts), with real etcd, real HAProxy and small HTTP backends on
+ * loopback. Prints a table with ratios; `--json` writes bench/results.json. See
+ * bench/README.md for what each figure means and how it is taken.
+ */
+import './env.js';
+import { writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { startEtcd } from '../test/integration/harness.js';
+import { convergence, type ConvResult, type Floors } from './convergence.js';
+import { churn, type ChurnResult } from './churn.js';
+import { reloads, type ReloadsResult } from './reloads.js';
+import { burst, type BurstResult } from './burst.js';
+import { scale, type ScaleResult } from './scale.js';
+import { etcdClient, log, machine, round, type Dist } from './lib.js';
+import { MEASURES, type Args, type Ctx, type Measure } from './setup.js';
+
+const USAGE = `npm run bench -- [flags]
+  --quick                 smaller counts (about 2-3 minutes instead of about 10)
+  --json                  also write bench/results.json
+  --only <m,m>            run only these measures (${MEASURES.join(', ')})
+  --changes <n>           convergence: changes per variant (quick 50, full 200)
+  --conv-interval <ms>    convergence: ms between two requests of the keep-alive load (2)
+  --conv-gap <ms>         convergence: pause after each delete (quick 50, full 100)
+  --floor-samples <n>     floors: samples (quick 50, full 200)
+  --churn-changes <n>     churn: add/remove changes (quick 200, full 500)
+  --load-interval <ms>    churn/reloads: ms between two requests, new connection each (2)
+  --reloads <n>           structural reloads per guard (quick 10, full 20)
+  --burst-services <n>    burst: services (100)
+  --burst-upstreams <n>   burst: upstreams per service (10)
+  --scale-services <n>    scale: services (quick 200, full 1000)
+  --scale-upstreams <n>   scale: upstreams per service (10)
+  --grow-to <n>           scale: grow one backend from 1 to n upstreams (200)
+  --grow-gap <ms>         scale: pause between two growth puts (10)
+  --grow-consolidate <d>  scale: the shortened --consolidate-after (1s)
+  --[no-]wait-consolidation  scale: wait for the default 60 s consolidation (full: yes, quick: no)`;
+
+function parseArgs(argv: string[]): Args {
+  const quick = argv.includes('--quick');
+  const a: Args = {
+    quick,
+    json: false,
+    only: new Set(MEASURES),
+    changes: quick ? 50 : 200,
+    convIntervalMs: 2,
+    convGapMs: quick ? 50 : 100,
+    floorSamples: quick ? 50 : 200,
+    churnChanges: quick ? 200 : 500,
+    loadIntervalMs: 2,
+    reloads: quick ? 10 : 20,
+    burstServices: 100,
+    burstUpstreams: 10,
+    scaleServices: quick ? 200 : 1000,
+    scaleUpstreams: 10,
+    growTo: 200,
+    growGapMs: 10,
+    growConsolidate: '1s',
+    waitConsolidation: !quick,
+  };
+  const num = (name: string, v: string | undefined, min = 1): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} needs an integer >= ${min}, got ${v}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]!;
+    const v = () => argv[++i];
+    switch (flag) {
+      case '--quick':
+        break;
+      case '--json':
+        a.json = true;
+        break;
+      case '--only': {
+        const list = (v() ?? '').split(',').filter(Boolean);
+        for (const m of list) if (!(MEASURES as readonly string[]).includes(m)) throw new Error(`--only: unknown measure ${m}`);
+        a.only = new Set(list as Measure[]);
+        break;
+      }
+      case '--changes': a.changes = num('changes', v()); break;
+      case '--conv-interval': a.convIntervalMs = num('conv-interval', v()); break;
+      case '--conv-gap': a.convGapMs = num('conv-gap', v(), 0); break;
+      case '--floor-samples': a.floorSamples = num('floor-samples', v()); break;
+      case '--churn-changes': a.churnChanges = num('churn-changes', v(), 2); break;
+      case '--load-interval': a.loadIntervalMs = num('load-interval', v()); break;
+      case '--reloads': a.reloads = num('reloads', v()); break;
+      case '--burst-services': a.burstServices = num('burst-services', v()); break;
+      case '--burst-upstreams': a.burstUpstreams = num('burst-upstreams', v()); break;
+      case '--scale-services': a.scaleServices = num('scale-services', v()); break;
+      case '--scale-upstreams': a.scaleUpstreams = num('scale-upstreams', v()); break;
+      case '--grow-to': a.growTo = num('grow-to', v(), 2); break;
+      case '--grow-gap': a.growGapMs = num('grow-gap', v(), 0); break;
+      case '--grow-consolidate': a.growConsolidate = v() ?? '1s'; break;
+      case '--wait-consolidation': a.waitConsolidation = true; break;
+      case '--no-wait-consolidation': a.waitConsolidation = false; break;
+      case '-h':
+      case '--help':
+        console.log(USAGE);
+        process.exit(0);
+      default:
+        throw new Error(`unknown flag ${flag}\n${USAGE}`);
+    }
+  }
+  return a;
+}
+
+export interface Results {
+  machine: Awaited<ReturnType<typeof machine>>;
+  args: Omit<Args, 'only'> & { only: Measure[] };
+  startedAt: string;
+  durationS: number;
+  convergence?: { floors: Floors; hold: ConvResult; nohold: ConvResult; confd: ConvResult; ratios: Record<string, number> };
+  churn?: { updater: ChurnResult; nohold: ChurnResult; confd: ChurnResult };
+  reloads?: ReloadsResult;
+  burst?: { updater: BurstResult; confd: BurstResult };
+  scale?: ScaleResult;
+  /** 1-minute load average before and after the run (the benchmark itself adds ~2-3). */
+  loadAverage?: { before: number; after: number };
+  errors: Record<string, string>;
+}
+
+// ------------------------------------------------------------------ table
+
+const f1 = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v >= 100 ? String(Math.round(v)) : v.toFixed(1));
+const ratio = (b: number, a: number) => (a > 0 && Number.isFinite(b / a) ? `${(b / a).toFixed(b / a >= 10 ? 0 : 1)}x` : '-');
+const trio = (d: Dist) => `${f1(d.p50)} / ${f1(d.p95)} / ${f1(d.p99)}`;
+
+function table(r: Results): string {
+  const rows: string[][] = [['measure', 'this project (a)', 'confd-like (b)', 'b/a']];
+  const sep = () => rows.push([]);
+  if (r.convergence) {
+    const c = r.convergence;
+    const line = (label: string, a: ConvResult) =>
+      rows.push([
+        `${label} p50/p95/p99 ms (n=${a.convergenceMs.n})`,
+        trio(a.convergenceMs),
+        trio(c.confd.convergenceMs),
+        `${ratio(c.confd.convergenceMs.p50, a.convergenceMs.p50)} / ${ratio(c.confd.convergenceMs.p95, a.convergenceMs.p95)} / ${ratio(c.confd.convergenceMs.p99, a.convergenceMs.p99)}`,
+      ]);
+    line('convergence, no hold', c.nohold);
+    line('convergence, hold-until-healthy', c.hold);
+    rows.push([
+      'convergence: timeouts / reloads / overflow',
+      `nohold ${c.nohold.timeouts}/${c.nohold.reloads}/${c.nohold.overflowServers}, hold ${c.hold.timeouts}/${c.hold.reloads}/${c.hold.overflowServers}`,
+      `${c.confd.timeouts}/${c.confd.reloads}/-`,
+      '',
+    ]);
+    rows.push(['floor: etcd put -> watch event p50/p95/p99 ms', trio(c.floors.etcdWatchMs), '', '']);
+    rows.push(['floor: socket `show info` p50/p95/p99 ms', trio(c.floors.socketShowInfoMs), '', '']);
+    rows.push(['floor: socket `set weight` p50/p95/p99 ms', trio(c.floors.socketSetWeightMs), '', '']);
+    rows.push(['etcd put ack p50 ms (all variants)', f1(c.nohold.putAckMs.p50), f1(c.confd.putAckMs.p50), '']);
+    sep();
+  }
+  if (r.churn) {
+    const { updater: a, nohold: n, confd: b } = r.churn;
+    const both = (f: (x: ChurnResult) => string) => `${f(a)} (no hold ${f(n)})`;
+    rows.push([`churn: ${a.changes} changes in s`, both((x) => f1(x.churnS)), f1(b.churnS), '']);
+    rows.push(['churn: failed / requests', both((x) => `${x.load.failed} / ${x.load.requests}`), `${b.load.failed} / ${b.load.requests}`, '']);
+    rows.push(['churn: latency p50 / p99 / max ms', `${f1(a.load.p50)} / ${f1(a.load.p99)} / ${f1(a.load.max)}`, `${f1(b.load.p50)} / ${f1(b.load.p99)} / ${f1(b.load.max)}`, `p99 ${ratio(b.load.p99, a.load.p99)}`]);
+    rows.push(['  (no hold)', `${f1(n.load.p50)} / ${f1(n.load.p99)} / ${f1(n.load.max)}`, '', `p99 ${ratio(b.load.p99, n.load.p99)}`]);
+    rows.push(['churn: HAProxy reloads', both((x) => String(x.reloads)), String(b.reloads), '']);
+    rows.push(['churn: requests served by the temporary upstreams', both((x) => String(x.poolHits)), String(b.poolHits), '']);
+    sep();
+  }
+  if (r.reloads) {
+    for (const g of [r.reloads.none, r.reloads.iptables]) {
+      if (g.skipped) {
+        rows.push([`${r.reloads.count} reloads, guard ${g.guard}`, g.skipped, '', '']);
+        continue;
+      }
+      rows.push([
+        `${r.reloads.count} reloads, guard ${g.guard}${g.netns ? ' (netns)' : ''}: failed / req, p99 / max ms`,
+        `${g.load!.failed} / ${g.load!.requests}, ${f1(g.load!.p99)} / ${f1(g.load!.max)}; >0.5/1.5/2.5 s: ${g.load!.slow.over500ms}/${g.load!.slow.over1500ms}/${g.load!.slow.over2500ms}`,
+        '',
+        '',
+      ]);
+      rows.push([`  reload p50 / max ms; guard window p50 / max ms`, `${f1(g.reloadMs!.p50)} / ${f1(g.reloadMs!.max)}; ${f1(g.guardWindowMs!.p50)} / ${f1(g.guardWindowMs!.max)}`, '', '']);
+    }
+    sep();
+  }
+  if (r.burst) {
+    const { updater: a, confd: b } = r.burst;
+    rows.push([`burst ${a.changes} upstreams: all acked s`, f1(a.ackedS), f1(b.ackedS), '']);
+    rows.push(['burst: all in HAProxy (addr, not maint) s', f1(a.configuredS), f1(b.configuredS), ratio(b.configuredS ?? NaN, a.configuredS ?? NaN)]);
+    rows.push(['burst: all UP s', f1(a.upS), f1(b.upS), ratio(b.upS ?? NaN, a.upS ?? NaN)]);
+    rows.push(['burst: HAProxy reloads', String(a.reloads), String(b.reloads), '']);
+    sep();
+  }
+  if (r.scale) {
+    const s = r.scale;
+    rows.push([`scale ${s.services}x${s.upstreamsPer}: keys put s`, f1(s.populateS), '', '']);
+    rows.push(['scale: cold start -> all in HAProxy s', f1(s.coldStartS), '', '']);
+    rows.push(['scale: cold start -> /readyz s', f1(s.readyS), '', '']);
+    rows.push(['scale: updater RSS MiB after sync', f1(s.updaterRssMiB), '', '']);
+    rows.push(['scale: HAProxy worker RSS MiB', f1(s.haproxyWorkerRssMiB), '', '']);
+    rows.push(['scale: new service at scale, put -> routed s', f1(s.newServiceS), '', '']);
+    for (const g of s.growth) {
+      rows.push([
+        `grow 1->${g.to}, consolidate-after ${g.consolidateAfter}: reloads`,
+        `${g.reloadsDuringGrowth} during growth, ${g.reloadsTotal} in all`,
+        '',
+        '',
+      ]);
+      rows.push([`  all ${g.to} in HAProxy / UP s; slots, overflow at end`, `${f1(g.allConfiguredS)} / ${f1(g.allUpS)}; ${g.slotsAtEnd}, ${g.overflowAtEnd}`, '', '']);
+    }
+  }
+  for (const [k, v] of Object.entries(r.errors)) rows.push([`${k}: ERROR`, v.slice(0, 120), '', '']);
+  const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((row) => (row[i] ?? '').length)));
+  return rows
+    .map((row, idx) =>
+      row.length === 0 ? widths.map((w) => '-'.repeat(w)).join('-+-') : row.map((c, i) => c.padEnd(widths[i]!)).join(' | ') + (idx === 0 ? `\n${widths.map((w) => '='.repeat(w)).join('=+=')}` : ''),
+    )
+    .join('\n');
+}
+
+// ------------------------------------------------------------------ main
+
+async function main(): Promise<number> {
+  const args = parseArgs(process.argv.slice(2));
+  process.env.PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin`;
+  const started = Date.now();
+  const results: Results = {
+    machine: await machine(),
+    args: { ...args, only: [...args.only] },
+    startedAt: new Date(started).toISOString(),
+    durationS: 0,
+    errors: {},
+  };
+  const m = results.machine;
+  const loadBefore = os.loadavg()[0] ?? 0;
+  if (loadBefore > 0.5) log(`note: load average ${loadBefore.toFixed(2)} before the start: other work on this machine skews the figures`);
+  log(`machine: ${m.cpus} x ${m.cpuModel}, ${m.memGiB} GiB, kernel ${m.kernel}, node ${m.node}, ${m.haproxy}, ${m.etcd}${m.root ? ', root' : ''}`);
+  const etcd = await startEtcd();
+  const ctx: Ctx = { args, etcd, client: etcdClient(etcd.endpoint) };
+  const run = async <T>(name: Measure, fn: () => Promise<T>): Promise<T | undefined> => {
+    if (!args.only.has(name)) return undefined;
+    const t = Date.now();
+    log(`${name}: start`);
+    try {
+      const v = await fn();
+      log(`${name}: done in ${round((Date.now() - t) / 1000)} s`);
+      return v;
+    } catch (err) {
+      log(`${name}: FAILED: ${(err as Error).stack ?? String(err)}`);
+      results.errors[name] = (err as Error).message ?? String(err);
+      return undefined;
+    }
+  };
+  try {
+    results.convergence = await run('convergence', async () => {
+      let floors: Floors | undefined;
+      const nohold = await convergence(ctx, 'nohold', (f) => (floors = f));
+      const hold = await convergence(ctx, 'hold');
+      const confd = await convergence(ctx, 'confd');
+      const r = (p: 'p50' | 'p95' | 'p99', a: ConvResult) => round(confd.convergenceMs[p] / a.convergenceMs[p], 2);
+      return {
+        floors: floors!,
+        nohold,
+        hold,
+        confd,
+        ratios: {
+          confdOverNoholdP50: r('p50', nohold),
+          confdOverNoholdP95: r('p95', nohold),
+          confdOverNoholdP99: r('p99', nohold),
+          confdOverHoldP50: r('p50', hold),
+          confdOverHoldP95: r('p95', hold),
+          confdOverHoldP99: r('p99', hold),
+        },
+      };
+    });
+    results.churn = await run('churn', async () => ({ updater: await churn(ctx, 'updater'), nohold: await churn(ctx, 'nohold'), confd: await churn(ctx, 'confd') }));
+    results.reloads = await run('reloads', () => reloads(ctx));
+    results.burst = await run('burst', async () => ({ updater: await burst(ctx, 'updater'), confd: await burst(ctx, 'confd') }));
+    results.scale = await run('scale', () => scale(ctx));
+  } finally {
+    ctx.client.close();
+    await etcd.destroy();
+  }
+  results.durationS = round((Date.now() - started) / 1000);
+  results.loadAverage = { before: round(loadBefore, 2), after: round(os.loadavg()[0] ?? 0, 2) };
+  console.log(`\nhaproxy-updater benchmark${args.quick ? ' (--quick)' : ''}, ${results.startedAt}, ${results.durationS} s`);
+  console.log(`machine: ${m.cpus} CPU (${m.cpuModel}), ${m.memGiB} GiB RAM, Linux ${m.kernel}, node ${m.node}, ${m.haproxy}, ${m.etcd}`);
+  console.log(`load average (1 min) before/after: ${results.loadAverage.before} / ${results.loadAverage.after}\n`);
+  console.log(table(results));
+  if (args.json) {
+    const file = fileURLToPath(new URL('./results.json', import.meta.url));
+    await writeFile(file, JSON.stringify(results, null, 2) + '\n');
+    console.log(`\nwrote ${file}`);
+  }
+  return Object.keys(results.errors).length ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(2);
+  },
+);

@@ -1,0 +1,73 @@
+/** Benchmark options, the shared context, and starting the real daemon with its defaults. */
+import type { Etcd3 } from 'etcd3';
+import { removeDir, tempDir, type EtcdHandle } from '../test/integration/harness.js';
+import { startUpdater, killHaproxy, type UpdaterHandle } from '../test/integration/updater.js';
+
+export const MEASURES = ['convergence', 'churn', 'reloads', 'burst', 'scale'] as const;
+export type Measure = (typeof MEASURES)[number];
+
+export interface Args {
+  quick: boolean;
+  json: boolean;
+  only: Set<Measure>;
+  /** Convergence: changes per variant. */
+  changes: number;
+  /** Convergence: load pacing (ms between requests, keep-alive). */
+  convIntervalMs: number;
+  /** Convergence: pause after each delete before the next change. */
+  convGapMs: number;
+  /** Floors: samples. */
+  floorSamples: number;
+  /** Churn: add/remove changes. */
+  churnChanges: number;
+  /** Churn and reloads: load pacing (ms between requests, new connection each). */
+  loadIntervalMs: number;
+  /** Structural reloads per guard. */
+  reloads: number;
+  burstServices: number;
+  burstUpstreams: number;
+  scaleServices: number;
+  scaleUpstreams: number;
+  /** Grow one backend from 1 to this many upstreams. */
+  growTo: number;
+  /** Pause between two growth puts. */
+  growGapMs: number;
+  /** The shortened --consolidate-after of the second growth run. */
+  growConsolidate: string;
+  /** Wait for the default (60 s) consolidation reload after growth. */
+  waitConsolidation: boolean;
+}
+
+export interface Ctx {
+  args: Args;
+  etcd: EtcdHandle;
+  client: Etcd3;
+}
+
+/** The daemon's own defaults where the test harness shortens them for tests. */
+export const DAEMON_DEFAULTS = ['--verify-interval', '5s', '--drain-timeout', '10s'];
+
+export interface Daemon {
+  u: UpdaterHandle;
+  stateDir: string;
+  close(): Promise<void>;
+}
+
+export async function startDaemon(ctx: Ctx, prefix: string, extra: string[] = [], opts: { waitReady?: boolean } = {}): Promise<Daemon> {
+  const stateDir = await tempDir('hu-bench-');
+  const u = await startUpdater({
+    etcdEndpoint: ctx.etcd.endpoint,
+    stateDir,
+    extraArgs: ['--prefix', prefix, ...DAEMON_DEFAULTS, ...extra],
+    waitReady: opts.waitReady,
+  });
+  return {
+    u,
+    stateDir,
+    close: async () => {
+      await u.stop().catch(() => undefined);
+      await killHaproxy(u.masterSocket).catch(() => undefined);
+      await removeDir(stateDir);
+    },
+  };
+}
