@@ -152,7 +152,9 @@ async function reloadsUnderLoad(t: { after(fn: () => Promise<void>): void; diagn
 
 test('guard iptables (in a network namespace): reloads under load lose no request', { skip: SKIP }, async (t) => {
   const { r, line, proc, listings } = await reloadsUnderLoad(t, 'iptables');
-  assert.ok(r.ok > 500, `enough load: ${line}`);
+  // Hundreds of new connections across the reloads: the test is not vacuous even on a
+  // loaded 2-core machine (the count, not the rate, is what matters here).
+  assert.ok(r.ok > 200, `enough load: ${line}`);
   assert.equal(r.failed, 0, line);
   assert.deepEqual(Object.keys(r.bodies), ['ns-backend']);
   assert.equal(proc.failed, 0);
@@ -163,7 +165,9 @@ test('guard iptables (in a network namespace): reloads under load lose no reques
 
 test('guard none (same namespace, for comparison): reloads under load lose no request', { skip: SKIP }, async (t) => {
   const { r, line, proc } = await reloadsUnderLoad(t, 'none');
-  assert.ok(r.ok > 500, `enough load: ${line}`);
+  // Hundreds of new connections across the reloads: the test is not vacuous even on a
+  // loaded 2-core machine (the count, not the rate, is what matters here).
+  assert.ok(r.ok > 200, `enough load: ${line}`);
   assert.equal(r.failed, 0, line);
   assert.equal(proc.failed, 0);
 });
