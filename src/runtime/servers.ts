@@ -203,22 +203,58 @@ export function parseServersState(text: string): ServerStateRow[] {
   for (const r of REQUIRED) {
     if (!names.includes(r)) throw new ReplyParseError(`show servers state: header lacks ${r}`, { header });
   }
+  // Column positions once per reply (the last of duplicate names, as a record would keep);
+  // at 16 000 servers a record per row was most of a daemon pass (parse + GC).
+  const pos = (n: string) => names.lastIndexOf(n);
+  const numeric = Object.entries(NUMERIC).map(([col, key]) => [col, key, pos(col)] as const);
+  const textCols = Object.entries(TEXT).map(([col, key]) => [key, pos(col)] as const);
+  const optional = Object.entries(OPTIONAL_TEXT).map(([col, key]) => [key, pos(col)] as const);
   return lines.slice(2).map((line) => {
     const cells = line.trim().split(/\s+/);
     if (cells.length < names.length) throw new ReplyParseError('show servers state: short row', { line, columns: names.length });
-    const raw: Record<string, string> = {};
-    names.forEach((n, i) => (raw[n] = cells[i] ?? ''));
-    const row: Record<string, unknown> = { raw };
-    for (const [col, key] of Object.entries(NUMERIC)) {
-      const v = raw[col];
+    const row = new ServerStateColumns(names, cells) as unknown as Record<string, unknown>;
+    for (const [col, key, i] of numeric) {
+      const v = i < 0 ? undefined : cells[i];
       const n = v === undefined ? 0 : Number(v);
       if (!Number.isFinite(n)) throw new ReplyParseError(`show servers state: ${col} is not a number`, { line, value: v });
       row[key] = n;
     }
-    for (const [col, key] of Object.entries(TEXT)) row[key] = raw[col] ?? '';
-    for (const [col, key] of Object.entries(OPTIONAL_TEXT)) row[key] = raw[col] === undefined || raw[col] === '-' ? null : raw[col];
+    for (const [key, i] of textCols) row[key] = (i < 0 ? undefined : cells[i]) ?? '';
+    for (const [key, i] of optional) {
+      const v = i < 0 ? undefined : cells[i];
+      row[key] = v === undefined || v === '-' ? null : v;
+    }
     return row as unknown as ServerStateRow;
   });
+}
+
+/**
+ * Base of parsed rows: keeps the reply's cells and builds the `name → cell` record only
+ * when it is read (`raw` / `fields`). On the prototype, so rows share one shape and
+ * spreading or serializing a row does not build the record.
+ */
+export class LazyColumns {
+  readonly #names: readonly string[];
+  readonly #cells: readonly string[];
+  #record: Record<string, string> | undefined;
+  constructor(names: readonly string[], cells: readonly string[]) {
+    this.#names = names;
+    this.#cells = cells;
+  }
+  protected columns(): Record<string, string> {
+    if (!this.#record) {
+      const rec: Record<string, string> = {};
+      this.#names.forEach((n, i) => (rec[n] = this.#cells[i] ?? ''));
+      this.#record = rec;
+    }
+    return this.#record;
+  }
+}
+
+class ServerStateColumns extends LazyColumns {
+  get raw(): Record<string, string> {
+    return this.columns();
+  }
 }
 
 /** Maintenance of any kind that stops traffic (forced, inherited or resolution); CMAINT alone is not. */
