@@ -252,11 +252,13 @@ export class Daemon {
       if (reloadError) throw reloadError;
       this.lastPlan = plan;
       this.#updateSlotMetrics(observed);
+      // Converged once a pass leaves nothing pending: its operations were applied (a failed
+      // one schedules its own retry) and no reload is still wanted.
       if (plan.pending) this.#later(250, 'pending');
-      else if (this.#pendingSince && plan.ops.length === 0 && !plan.reload) {
+      else if (this.#pendingSince && !plan.reload) {
         this.metrics.convergence.observe((Date.now() - this.#pendingSince) / 1000);
         this.#pendingSince = 0;
-      } else if (plan.ops.length > 0) this.#later(0, 'confirm');
+      }
       this.#lastPassOk = true;
       this.#lastPassError = null;
       this.metrics.passes.inc({ result: 'ok' });

@@ -102,7 +102,7 @@ export interface MasterClientOptions {
 export interface ReloadOptions {
   /** Deadline for the whole reload, from `show proc` before to the verdict, ms. Default 15000. */
   timeoutMs?: number;
-  /** Pause between `show proc` polls, ms. Default 100. */
+  /** Pause between `show proc` polls, ms. Default 25. */
   pollIntervalMs?: number;
 }
 
@@ -129,7 +129,8 @@ export class MasterClient {
    */
   async reload(opts: ReloadOptions = {}): Promise<ReloadOutcome> {
     const timeoutMs = opts.timeoutMs ?? 15_000;
-    const pollMs = opts.pollIntervalMs ?? 100;
+    // Short: the reload guard (if any) stays engaged until this sees the new worker.
+    const pollMs = opts.pollIntervalMs ?? 25;
     const deadline = Date.now() + timeoutMs;
     const remaining = () => Math.max(1, Math.min(this.#timeoutMs, deadline - Date.now()));
     const before = await this.showProc(remaining());
