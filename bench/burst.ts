@@ -7,12 +7,10 @@
  * healthy. Then `show servers state` is polled (every 20 ms) until HAProxy reflects all of
  * them: first with their address and out of maintenance, then UP (health checks passed).
  */
-import path from 'node:path';
-import { freePort, removeDir, startBackend, tempDir } from '../test/integration/harness.js';
-import { ConfdBaseline } from './confd.js';
+import { startBackend } from '../test/integration/harness.js';
 import { countLive, log, putMany, serversState, until } from './lib.js';
 import { reloadsOf } from './lib.js';
-import { startDaemon, type Ctx } from './setup.js';
+import { startSide, type Ctx } from './setup.js';
 
 export interface BurstResult {
   changes: number;
@@ -39,25 +37,7 @@ export async function burst(ctx: Ctx, variant: 'updater' | 'confd'): Promise<Bur
   }
   await putMany(client, setup);
 
-  let masterSocket: string;
-  let adminSocket: string;
-  let close: () => Promise<void>;
-  if (variant === 'confd') {
-    const dir = await tempDir('hu-bench-confd-');
-    const baseline = new ConfdBaseline({ etcdEndpoint: ctx.etcd.endpoint, prefix, dir, httpPort: await freePort() });
-    await baseline.start();
-    masterSocket = path.join(dir, 'master.sock');
-    adminSocket = baseline.settings.adminSocket;
-    close = async () => {
-      await baseline.stop();
-      await removeDir(dir);
-    };
-  } else {
-    const d = await startDaemon(ctx, prefix);
-    masterSocket = d.u.masterSocket;
-    adminSocket = d.u.adminSocket;
-    close = d.close;
-  }
+  const { masterSocket, adminSocket, close } = await startSide(ctx, prefix, variant);
   const re = /^http-b\d{3}$/;
   try {
     // All backends present with their free slots (the baseline's have no server yet, so no rows).

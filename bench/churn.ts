@@ -6,13 +6,11 @@
  * so additions beyond the free slots go to overflow servers. Every upstream stays alive:
  * a failed request is the updater's (or the reload's) doing, not a dead upstream's.
  */
-import path from 'node:path';
-import { freePort, removeDir, sleep, startBackend, tempDir } from '../test/integration/harness.js';
-import { ConfdBaseline } from './confd.js';
+import { sleep, startBackend } from '../test/integration/harness.js';
 import { httpGet, log, until } from './lib.js';
 import { reloadsOf } from './lib.js';
 import { startPacedLoad, type LoadSummary } from './load.js';
-import { startDaemon, type Ctx } from './setup.js';
+import { startSide, type Ctx } from './setup.js';
 
 export interface ChurnResult {
   changes: number;
@@ -36,27 +34,7 @@ export async function churn(ctx: Ctx, variant: 'updater' | 'nohold' | 'confd'): 
   await client.put(key('domain')).value(HOST);
   for (const [i, b] of stable.entries()) await client.put(key(`upstreams/stable-${i}`)).value(`127.0.0.1:${b.port}`);
 
-  let port: number;
-  let masterSocket: string;
-  let close: () => Promise<void>;
-  let baseline: ConfdBaseline | null = null;
-  if (variant === 'confd') {
-    const dir = await tempDir('hu-bench-confd-');
-    port = await freePort();
-    baseline = new ConfdBaseline({ etcdEndpoint: ctx.etcd.endpoint, prefix, dir, httpPort: port });
-    await baseline.start();
-    masterSocket = path.join(dir, 'master.sock');
-    const b = baseline;
-    close = async () => {
-      await b.stop();
-      await removeDir(dir);
-    };
-  } else {
-    const d = await startDaemon(ctx, prefix, variant === 'nohold' ? ['--no-hold-until-healthy'] : []);
-    port = d.u.httpPort;
-    masterSocket = d.u.masterSocket;
-    close = d.close;
-  }
+  const { port, masterSocket, baseline, close } = await startSide(ctx, prefix, variant);
   try {
     if (!(await until(async () => (await httpGet(port, HOST))?.startsWith('stable-'), 20_000, 50))) throw new Error(`${variant}: ${HOST} never routed`);
     const before = { reloads: await reloadsOf(masterSocket) };

@@ -10,12 +10,11 @@
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { RuntimeClient, setServerWeight, showInfo } from '../src/runtime/index.js';
-import { freePort, removeDir, sleep, startBackend, tempDir, type Backend } from '../test/integration/harness.js';
-import { ConfdBaseline } from './confd.js';
+import { sleep, startBackend, type Backend } from '../test/integration/harness.js';
 import { dist, httpGet, log, serversState, until, type Dist } from './lib.js';
 import { reloadsOf } from './lib.js';
 import { startPacedLoad, type LoadSummary } from './load.js';
-import { startDaemon, type Ctx } from './setup.js';
+import { startSide, type Ctx } from './setup.js';
 
 export type ConvVariant = 'hold' | 'nohold' | 'confd';
 
@@ -53,30 +52,7 @@ export async function convergence(ctx: Ctx, variant: ConvVariant, floors?: (f: F
   await client.put(key('options')).value(JSON.stringify({ minSlots: 16 }));
   await client.put(key('upstreams/stable')).value(`127.0.0.1:${stable.port}`);
 
-  let port: number;
-  let masterSocket: string;
-  let adminSocket: string;
-  let close: () => Promise<void>;
-  let baseline: ConfdBaseline | null = null;
-  if (variant === 'confd') {
-    const dir = await tempDir('hu-bench-confd-');
-    port = await freePort();
-    baseline = new ConfdBaseline({ etcdEndpoint: ctx.etcd.endpoint, prefix, dir, httpPort: port });
-    await baseline.start();
-    masterSocket = path.join(dir, 'master.sock');
-    adminSocket = baseline.settings.adminSocket;
-    const b = baseline;
-    close = async () => {
-      await b.stop();
-      await removeDir(dir);
-    };
-  } else {
-    const d = await startDaemon(ctx, prefix, variant === 'nohold' ? ['--no-hold-until-healthy'] : []);
-    port = d.u.httpPort;
-    masterSocket = d.u.masterSocket;
-    adminSocket = d.u.adminSocket;
-    close = d.close;
-  }
+  const { port, masterSocket, adminSocket, baseline, close } = await startSide(ctx, prefix, variant === 'hold' ? 'updater' : variant);
 
   try {
     if (!(await until(async () => (await httpGet(port, HOST)) === 'stable', 20_000, 50))) throw new Error(`${variant}: ${HOST} never routed`);

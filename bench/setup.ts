@@ -1,6 +1,8 @@
 /** Benchmark options, the shared context, and starting the real daemon with its defaults. */
 import type { Etcd3 } from 'etcd3';
-import { removeDir, tempDir, type EtcdHandle } from '../test/integration/harness.js';
+import path from 'node:path';
+import { freePort, removeDir, tempDir, type EtcdHandle } from '../test/integration/harness.js';
+import { ConfdBaseline } from './confd.js';
 import { startUpdater, killHaproxy, type UpdaterHandle } from '../test/integration/updater.js';
 
 export const MEASURES = ['convergence', 'churn', 'reloads', 'burst', 'scale'] as const;
@@ -70,4 +72,37 @@ export async function startDaemon(ctx: Ctx, prefix: string, extra: string[] = []
       await removeDir(stateDir);
     },
   };
+}
+
+export type Variant = 'updater' | 'nohold' | 'confd';
+
+/** One side of a comparison, running and routed through its own HAProxy. */
+export interface Side {
+  port: number;
+  masterSocket: string;
+  adminSocket: string;
+  /** The confd-like baseline (variant `confd`), else null. */
+  baseline: ConfdBaseline | null;
+  close(): Promise<void>;
+}
+
+/** Starts the daemon (`updater`, `nohold`: `--no-hold-until-healthy`) or the confd-like baseline. */
+export async function startSide(ctx: Ctx, prefix: string, variant: Variant): Promise<Side> {
+  if (variant === 'confd') {
+    const dir = await tempDir('hu-bench-confd-');
+    const baseline = new ConfdBaseline({ etcdEndpoint: ctx.etcd.endpoint, prefix, dir, httpPort: await freePort() });
+    await baseline.start();
+    return {
+      port: baseline.settings.httpPort,
+      masterSocket: path.join(dir, 'master.sock'),
+      adminSocket: baseline.settings.adminSocket,
+      baseline,
+      close: async () => {
+        await baseline.stop();
+        await removeDir(dir);
+      },
+    };
+  }
+  const d = await startDaemon(ctx, prefix, variant === 'nohold' ? ['--no-hold-until-healthy'] : []);
+  return { port: d.u.httpPort, masterSocket: d.u.masterSocket, adminSocket: d.u.adminSocket, baseline: null, close: d.close };
 }
