@@ -137,6 +137,22 @@ test('a new service costs exactly one reload, is routed, and no request fails me
   assert.equal(r.failed, 0, summarize('load', r));
 });
 
+test('url_reg routes matching URLs to their service before the Host map (one reload)', async (t) => {
+  const special = await startBackend('special-0');
+  t.after(() => special.close());
+  const before = await masterView(updater.masterSocket);
+  // Backslash, brackets and a quantifier: regex text that must reach HAProxy intact.
+  await etcd.ctl('put', `${P}/http-services/special/url_reg`, '^/special/[0-9]+\\.json$');
+  await etcd.ctl('put', `${P}/http-services/special/upstreams/sp0`, `127.0.0.1:${special.port}`);
+  const url = (p: string) => `http://127.0.0.1:${updater.httpPort}${p}`;
+  const body = async (p: string) => Object.keys((await runLoad({ url: url(p), host: 'web.test', maxRequests: 1, concurrency: 1 })).bodies)[0] ?? '';
+  await waitFor(async () => (await body('/special/42.json')) === 'special-0', { what: 'url_reg routed', timeoutMs: 15_000 });
+  assert.match(await body('/special/42xjson'), /^web-/, 'the dot is a literal dot: the backslash survived');
+  assert.match(await body('/special/abc.json'), /^web-/, 'non-matching URLs keep the Host route');
+  const after = await masterView(updater.masterSocket);
+  assert.equal(after.reloads - before.reloads, 1, 'a new service with url_reg: one reload');
+});
+
 test('sslpass service routed by SNI to a TLS upstream, and a tcp service routed', async (t) => {
   const dbg = (m: string) => process.env.E2E_DEBUG && console.error('[e2e]', m);
   const dir = await tempDir('hu-tls-');
