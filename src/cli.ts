@@ -186,7 +186,7 @@ async function cmdRegister(f: Flags): Promise<number> {
   if (!service) throw new ConfigError('--service (or --domain to derive it from) is required', { flag: 'service' });
   const id = f.str('id') ?? `${os.hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-${up.value.port}`;
   const ttlMs = f.ms('ttl');
-  const reg = await registerUpstream({
+  const opts = {
     endpoints: etcd.endpoints,
     prefix: etcd.prefix,
     tls: etcd.tls,
@@ -199,17 +199,33 @@ async function cmdRegister(f: Flags): Promise<number> {
     weight: f.int('weight', 0, 256),
     domains: domains.length ? domains : undefined,
     ttlSec: Math.max(1, Math.round(ttlMs / 1000)),
+  };
+  const stop = new Promise<'stop'>((resolve) => {
+    process.once('SIGTERM', () => resolve('stop'));
+    process.once('SIGINT', () => resolve('stop'));
   });
-  log.info({ kind, service, id, addr: addrText, ttlMs }, 'registered; keeping the lease alive until SIGINT/SIGTERM');
-  await new Promise<void>((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('SIGINT', resolve);
-    void reg.lost.then(() => {
-      log.error('lease lost');
-      resolve();
-    });
-  });
-  await reg.close();
+  // A registrar outlives etcd outages: a lost lease (etcd away longer than the TTL) or an
+  // unreachable etcd is retried with backoff; bad input is not.
+  for (let attempt = 0; ; ) {
+    let reg: Awaited<ReturnType<typeof registerUpstream>>;
+    try {
+      reg = await registerUpstream(opts);
+    } catch (err) {
+      if (!(err instanceof UpdaterError && err.recoverable)) throw err;
+      const delay = Math.min(5000, 250 * 2 ** attempt++);
+      log.warn({ err, delayMs: delay }, 'etcd unreachable: registering again shortly');
+      if ((await Promise.race([stop, new Promise<'retry'>((r) => setTimeout(() => r('retry'), delay))])) === 'stop') return 0;
+      continue;
+    }
+    attempt = 0;
+    log.info({ kind, service, id, addr: addrText, ttlMs }, 'registered; keeping the lease alive until SIGINT/SIGTERM');
+    const outcome = await Promise.race([stop, reg.lost.then(() => 'lost' as const)]);
+    if (outcome === 'stop') {
+      await reg.close();
+      break;
+    }
+    log.warn({ service, id }, 'lease lost (etcd unreachable for longer than the TTL): registering again');
+  }
   log.info({ service, id }, 'deregistered');
   return 0;
 }

@@ -51,6 +51,24 @@ test('register killed with SIGKILL: the upstream disappears when the TTL runs ou
   assert.ok(gone >= 500, `not removed by the registrar itself (gone after ${gone} ms)`);
 });
 
+test('register outlives an etcd outage longer than its TTL: it registers again', async (t) => {
+  const reg = startProcess(process.execPath, [BIN, 'register', '--etcd', etcd.endpoint, '--service', 'cart', '--addr', '127.0.0.1:3002', '--id', 'cart-1', '--ttl', '2s']);
+  t.after(() => stopProcess(reg));
+  const key = `${P}/http-services/cart/upstreams/cart-1`;
+  await waitFor(async () => (await keyValue(key)) !== '', { what: 'registered', timeoutMs: 15_000 });
+  await etcd.kill();
+  await new Promise((r) => setTimeout(r, 6000)); // three TTLs without a keepalive
+  assert.equal(reg.child.exitCode, null, 'the registrar keeps running through the outage');
+  await etcd.start();
+  await waitFor(async () => (await keyValue(key)) !== '', { what: 'registered again after the outage', timeoutMs: 20_000, intervalMs: 250 });
+  await new Promise((r) => setTimeout(r, 5000)); // past the old lease's TTL: the key rides on a live lease
+  assert.notEqual(await keyValue(key), '', 'still registered');
+  assert.ok(reg.output.some((l) => /registering again/.test(l)), 'says what it did');
+  await stopProcess(reg);
+  assert.equal(reg.child.exitCode, 0);
+  assert.equal(await keyValue(key), '', 'removed on SIGTERM');
+});
+
 test('deregister removes an upstream', async () => {
   await etcd.ctl('put', `${P}/http-services/x/upstreams/a`, '127.0.0.1:1');
   const r = await cli(['deregister', '--etcd', etcd.endpoint, '--service', 'x', '--id', 'a']);
