@@ -7,12 +7,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { readFileSync, readdirSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
-import { Etcd3 } from 'etcd3';
 import { parseArgv, Flags, helpText, type Command } from './config.js';
 import { ConfigError, UpdaterError } from './errors.js';
 import { rootLogger, logger } from './log.js';
 import { Daemon, type DaemonOptions } from './daemon.js';
-import { parseRegistry, registerUpstream, deregisterUpstream, parseUpstreamValue } from './watch/index.js';
+import { parseRegistry, registerUpstream, deregisterUpstream, parseUpstreamValue, createEtcdClient } from './watch/index.js';
 import { renderConfig, defaultSettings, atomicWrite, type RenderSettings } from './render/index.js';
 import { plan as makePlan, describePlan, desiredCapacity } from './reconcile/index.js';
 import { RuntimeClient, MasterClient } from './runtime/index.js';
@@ -70,17 +69,9 @@ function renderSettings(f: Flags): RenderSettings {
 }
 
 async function loadRegistryOnce(etcd: ReturnType<typeof etcdOptions>): Promise<{ registry: Registry; rejections: { key: string; reason: string }[] }> {
-  const client = new Etcd3({
-    hosts: etcd.endpoints,
-    auth: etcd.auth,
-    credentials: etcd.tls
-      ? {
-          rootCertificate: etcd.tls.ca ? readFileSync(etcd.tls.ca) : Buffer.alloc(0),
-          certChain: etcd.tls.cert ? readFileSync(etcd.tls.cert) : undefined,
-          privateKey: etcd.tls.key ? readFileSync(etcd.tls.key) : undefined,
-        }
-      : undefined,
-  });
+  // The shared client setup (as the watcher and register use): default roots when no CA
+  // is given, cert/key checked together, per-call deadlines, no circuit breaker.
+  const client = await createEtcdClient({ endpoints: etcd.endpoints, tls: etcd.tls, auth: etcd.auth });
   try {
     const res = await client.getAll().prefix(etcd.prefix + '/').exec();
     const kvs = res.kvs.map((kv) => ({ key: kv.key.toString('utf8'), value: kv.value.toString('utf8') }));
