@@ -100,12 +100,69 @@ export async function stopProcess(proc: Proc, graceMs = 3000): Promise<void> {
   clearTimeout(timer);
 }
 
+// ---------------------------------------------------------------------------- TLS
+
+/** PEM file paths for an etcd client (what `RegistryWatcher`'s `tls` option takes). */
+export interface EtcdTlsFiles {
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+}
+
+export interface TestCa {
+  /** CA certificate (PEM). */
+  readonly cert: string;
+  /** CA private key (PEM). */
+  readonly key: string;
+  /**
+   * Issues a certificate signed by this CA into the CA's directory as `<name>.crt` /
+   * `<name>.key`. `ips` become subjectAltName IP entries; `usage` the extendedKeyUsage.
+   */
+  issue(name: string, o?: { ips?: string[]; usage?: ('serverAuth' | 'clientAuth')[] }): Promise<{ cert: string; key: string }>;
+}
+
+const openssl = (args: string[]) => execFileP('openssl', args);
+/** P-256 keys: generated in milliseconds, accepted by etcd (Go) and grpc-js alike. */
+const EC_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+
+/** A throwaway CA in `dir` (files `<name>-ca.crt` / `<name>-ca.key`), valid for a day. */
+export async function createTestCa(dir: string, name = 'test'): Promise<TestCa> {
+  const caCert = path.join(dir, `${name}-ca.crt`);
+  const caKey = path.join(dir, `${name}-ca.key`);
+  const caExt = path.join(dir, `${name}-ca.ext`);
+  await writeFile(caExt, 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n');
+  const caCsr = path.join(dir, `${name}-ca.csr`);
+  await openssl(['req', '-new', ...EC_KEY, '-keyout', caKey, '-out', caCsr, '-subj', `/CN=haproxy-updater test CA ${name}`]);
+  await openssl(['x509', '-req', '-in', caCsr, '-signkey', caKey, '-out', caCert, '-days', '1', '-extfile', caExt]);
+  let serial = 1;
+  return {
+    cert: caCert,
+    key: caKey,
+    async issue(certName, o = {}) {
+      const cert = path.join(dir, `${certName}.crt`);
+      const key = path.join(dir, `${certName}.key`);
+      const csr = path.join(dir, `${certName}.csr`);
+      const ext = path.join(dir, `${certName}.ext`);
+      const usage = o.usage ?? ['clientAuth'];
+      const lines = ['basicConstraints=critical,CA:FALSE', 'keyUsage=critical,digitalSignature,keyEncipherment', `extendedKeyUsage=${usage.join(',')}`];
+      if (o.ips?.length) lines.push(`subjectAltName=${o.ips.map((ip) => `IP:${ip}`).join(',')}`);
+      await writeFile(ext, lines.join('\n') + '\n');
+      await openssl(['req', '-new', ...EC_KEY, '-keyout', key, '-out', csr, '-subj', `/CN=${certName}`]);
+      await openssl(['x509', '-req', '-in', csr, '-CA', caCert, '-CAkey', caKey, '-set_serial', String(serial++), '-out', cert, '-days', '1', '-extfile', ext]);
+      return { cert, key };
+    },
+  };
+}
+
 // ---------------------------------------------------------------------------- etcd
 
 export interface EtcdHandle {
+  /** `http://127.0.0.1:<port>`, or `https://…` with `tls`. */
   readonly endpoint: string;
   readonly dataDir: string;
   readonly clientPort: number;
+  /** With `startEtcd({ tls: true })`: the CA and a client certificate etcd accepts. */
+  readonly tls?: EtcdTlsFiles;
   proc: Proc;
   /** Stops etcd gracefully (data kept). */
   stop(): Promise<void>;
@@ -113,17 +170,36 @@ export interface EtcdHandle {
   kill(): Promise<void>;
   /** Starts again on the same ports and data dir. */
   start(): Promise<void>;
-  /** Runs etcdctl against this etcd. */
+  /** Runs etcdctl against this etcd (with the client certificate when TLS is on). */
   ctl(...args: string[]): Promise<string>;
   /** Stops and removes the data dir. */
   destroy(): Promise<void>;
 }
 
-export async function startEtcd(): Promise<EtcdHandle> {
+export interface StartEtcdOptions {
+  /**
+   * Serve clients over https only, requiring a client certificate (`--client-cert-auth`):
+   * a throwaway CA, a server certificate for IP 127.0.0.1 and a client certificate are
+   * generated in the temp dir. Peer traffic stays plain http.
+   */
+  tls?: boolean;
+}
+
+export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdHandle> {
   const dir = await tempDir('hu-etcd-');
   const clientPort = await freePort();
   const peerPort = await freePort();
-  const endpoint = `http://127.0.0.1:${clientPort}`;
+  const endpoint = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
+  let tls: EtcdTlsFiles | undefined;
+  const tlsArgs: string[] = [];
+  if (opts.tls) {
+    const ca = await createTestCa(dir, 'etcd');
+    // clientAuth too: etcd 3.4's gRPC gateway dials its own listener with the server cert.
+    const server = await ca.issue('etcd-server', { ips: ['127.0.0.1'], usage: ['serverAuth', 'clientAuth'] });
+    const client = await ca.issue('etcd-client', { usage: ['clientAuth'] });
+    tls = { ca: ca.cert, cert: client.cert, key: client.key };
+    tlsArgs.push('--cert-file', server.cert, '--key-file', server.key, '--trusted-ca-file', ca.cert, '--client-cert-auth');
+  }
   const args = [
     '--name', 'test',
     '--data-dir', path.join(dir, 'data'),
@@ -132,11 +208,13 @@ export async function startEtcd(): Promise<EtcdHandle> {
     '--listen-peer-urls', `http://127.0.0.1:${peerPort}`,
     '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
     '--initial-cluster', `test=http://127.0.0.1:${peerPort}`,
+    ...tlsArgs,
     '--log-level', 'error',
     '--logger', 'zap',
   ];
+  const ctlTls = tls ? ['--cacert', tls.ca, '--cert', tls.cert, '--key', tls.key] : [];
   const ctl = async (...ctlArgs: string[]) => {
-    const { stdout } = await execFileP('etcdctl', ['--endpoints', endpoint, ...ctlArgs], {
+    const { stdout } = await execFileP('etcdctl', ['--endpoints', endpoint, ...ctlTls, ...ctlArgs], {
       env: { ...process.env, ETCDCTL_API: '3' },
     });
     return stdout;
@@ -160,6 +238,7 @@ export async function startEtcd(): Promise<EtcdHandle> {
     endpoint,
     dataDir: dir,
     clientPort,
+    ...(tls ? { tls } : {}),
     proc: await launch(),
     stop: async () => stopProcess(handle.proc),
     kill: async () => stopProcess(handle.proc, 0).then(() => undefined),
