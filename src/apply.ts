@@ -32,6 +32,10 @@ export interface ApplyResult {
   message?: string;
 }
 
+function mapFile(map: 'hosts' | 'sni', settings: Pick<RenderSettings, 'hostsMap' | 'sniMap'>): string {
+  return map === 'hosts' ? settings.hostsMap : settings.sniMap;
+}
+
 function toCommand(op: Op, settings: Pick<RenderSettings, 'hostsMap' | 'sniMap' | 'checkInterMs'>): Command | null {
   switch (op.kind) {
     case 'set-addr':
@@ -63,11 +67,11 @@ function toCommand(op: Op, settings: Pick<RenderSettings, 'hostsMap' | 'sniMap' 
     case 'del-server':
       return delServer(op.backend, op.server);
     case 'map-add':
-      return addMap(op.map === 'hosts' ? settings.hostsMap : settings.sniMap, op.key, op.value);
+      return addMap(mapFile(op.map, settings), op.key, op.value);
     case 'map-set':
-      return setMap(op.map === 'hosts' ? settings.hostsMap : settings.sniMap, op.key, op.value);
+      return setMap(mapFile(op.map, settings), op.key, op.value);
     case 'map-del':
-      return delMap(op.map === 'hosts' ? settings.hostsMap : settings.sniMap, op.key);
+      return delMap(mapFile(op.map, settings), op.key);
     case 'write-map-file':
       return null;
   }
@@ -114,8 +118,7 @@ export async function applyOps(
   }
   for (const op of fileWrites) {
     if (op.kind !== 'write-map-file') continue;
-    const file = op.map === 'hosts' ? settings.hostsMap : settings.sniMap;
-    await atomicWrite(file, op.map === 'hosts' ? renderHostsMap(registry) : renderSniMap(registry));
+    await atomicWrite(mapFile(op.map, settings), op.map === 'hosts' ? renderHostsMap(registry) : renderSniMap(registry));
     results.push({ op, family: op.kind, ok: true, code: 'ok' });
   }
   return results;

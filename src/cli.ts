@@ -13,7 +13,7 @@ import { rootLogger, logger } from './log.js';
 import { Daemon, type DaemonOptions } from './daemon.js';
 import { parseRegistry, registerUpstream, deregisterUpstream, parseUpstreamValue, createEtcdClient } from './watch/index.js';
 import { renderConfig, defaultSettings, atomicWrite, type RenderSettings } from './render/index.js';
-import { plan as makePlan, describePlan, desiredCapacity } from './reconcile/index.js';
+import { plan as makePlan, describePlan, desiredCapacity, isClearedAddr } from './reconcile/index.js';
 import { RuntimeClient, MasterClient } from './runtime/index.js';
 import { observe } from './observe.js';
 import { backendName, type Registry } from './model.js';
@@ -289,7 +289,7 @@ async function cmdStatus(f: Flags): Promise<number> {
   const rows: string[][] = [['BACKEND', 'SLOT', 'UPSTREAM', 'ADDRESS', 'ADMIN', 'STATUS', 'CHECK', 'SESSIONS']];
   for (const be of [...observed.backends.values()].sort((a, b) => a.name.localeCompare(b.name))) {
     for (const s of be.servers) {
-      const free = s.maint && (s.addr === '0.0.0.0' || s.addr === '::');
+      const free = s.maint && isClearedAddr(s.addr, s.port);
       rows.push([
         be.name,
         s.name,

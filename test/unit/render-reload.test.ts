@@ -321,3 +321,12 @@ test('tcpListeners / assertNewPortsFree: only ports the new config adds are prob
   await assert.rejects(assertNewPortsFree(cfg('127.0.0.1:1'), cfg(`127.0.0.1:${taken}`)), (e: unknown) => e instanceof ConfigInvalidError && e.message.includes(String(taken)));
   await assert.rejects(assertNewPortsFree('', cfg(`*:${taken}`)), ConfigInvalidError);
 });
+
+test('configIdentity ignores only the registry revision in the header', async () => {
+  const { renderConfig, configIdentity, defaultSettings } = await import('../../src/render/index.js');
+  const settings = { ...defaultSettings('/tmp/hu-identity'), httpsPort: null };
+  const at = (revision: string) => renderConfig({ registry: { revision, http: new Map(), tcp: new Map() }, capacity: new Map(), settings }).config;
+  assert.notEqual(at('5'), at('6'), 'the header names the revision');
+  assert.equal(configIdentity(at('5')), configIdentity(at('6')));
+  assert.notEqual(configIdentity(at('5')), configIdentity(renderConfig({ registry: { revision: '5', http: new Map(), tcp: new Map() }, capacity: new Map(), settings: { ...settings, httpPort: 8081 } }).config));
+});
