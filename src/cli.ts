@@ -13,7 +13,7 @@ import { rootLogger, logger } from './log.js';
 import { Daemon, type DaemonOptions } from './daemon.js';
 import { parseRegistry, registerUpstream, deregisterUpstream, parseUpstreamValue, createEtcdClient } from './watch/index.js';
 import { renderConfig, defaultSettings, atomicWrite, type RenderSettings } from './render/index.js';
-import { plan as makePlan, describePlan, desiredCapacity, isClearedAddr } from './reconcile/index.js';
+import { plan as makePlan, describePlan, initialCapacity, isClearedAddr } from './reconcile/index.js';
 import { RuntimeClient, MasterClient } from './runtime/index.js';
 import { observe } from './observe.js';
 import { backendName, type Registry } from './model.js';
@@ -79,14 +79,6 @@ async function loadRegistryOnce(etcd: ReturnType<typeof etcdOptions>): Promise<{
   } finally {
     client.close();
   }
-}
-
-function capacityFor(registry: Registry): Map<string, number> {
-  const cap = new Map<string, number>();
-  for (const svc of [...registry.http.values(), ...registry.tcp.values()]) {
-    cap.set(backendName(svc), desiredCapacity(svc.upstreams.size, svc.options.minSlots));
-  }
-  return cap;
 }
 
 async function cmdRun(f: Flags): Promise<number> {
@@ -231,7 +223,7 @@ async function cmdRender(f: Flags): Promise<number> {
   const { registry, rejections } = await loadRegistryOnce(etcdOptions(f));
   for (const r of rejections) log.warn({ key: r.key, reason: r.reason }, 'registry entry rejected');
   const settings = renderSettings(f);
-  const rendered = renderConfig({ registry, capacity: capacityFor(registry), settings });
+  const rendered = renderConfig({ registry, capacity: initialCapacity(registry), settings });
   const out = f.path('out');
   if (!out) {
     process.stdout.write(rendered.config);

@@ -11,11 +11,11 @@ import path from 'node:path';
 import PQueue from 'p-queue';
 import { logger } from './log.js';
 import { Metrics } from './metrics.js';
-import type { Registry, Rejection } from './model.js';
+import { EMPTY_REGISTRY, type Registry, type Rejection } from './model.js';
 import { ConfigInvalidError, UpdaterError } from './errors.js';
 import { RegistryWatcher, type RegistryUpdate } from './watch/index.js';
 import { RuntimeClient, MasterClient, type SocketTarget } from './runtime/index.js';
-import { plan as makePlan, isClearedAddr, type Plan, type ObservedState, type PlanContext } from './reconcile/index.js';
+import { plan as makePlan, initialCapacity, isClearedAddr, type Plan, type ObservedState, type PlanContext } from './reconcile/index.js';
 import { renderConfig, Reloader, createGuard, ReloadLimiter, tcpListeners, configIdentity, type RenderSettings, type ReloadGuard, type Rendered } from './render/index.js';
 import { observe } from './observe.js';
 import { applyOps } from './apply.js';
@@ -148,11 +148,10 @@ export class Daemon {
     });
     this.#managed = managed;
     const existing = await readFile(this.#cfgPath, 'utf8').catch(() => null);
-    const running = await this.#master.showProc().catch(() => null);
-    if (!running && existing === null) {
+    if (existing === null) {
       // Nothing to start from: render the current registry (or an empty one) first.
-      const rendered = this.#render(new Map());
-      await this.#reloader!.write(rendered);
+      const registry = this.#registry ?? EMPTY_REGISTRY;
+      await this.#reloader!.write(this.#render(initialCapacity(registry), registry));
     }
     await managed.start();
   }
@@ -305,8 +304,7 @@ export class Daemon {
   }
 
   #render(capacity: ReadonlyMap<string, number>, registry: Registry | null = this.#registry): Rendered {
-    const reg = registry ?? { revision: '0', http: new Map(), tcp: new Map() };
-    const rendered = renderConfig({ registry: reg, capacity, settings: this.#o.render });
+    const rendered = renderConfig({ registry: registry ?? EMPTY_REGISTRY, capacity, settings: this.#o.render });
     return { ...rendered, config: `# haproxy-updater settings ${this.#settingsHash()}\n${rendered.config}` };
   }
 

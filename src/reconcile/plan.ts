@@ -574,3 +574,12 @@ export function describePlan(pl: Plan): string[] {
   for (const w of s.warnings) lines.push(`warning: ${w}`);
   return lines;
 }
+
+/**
+ * Slot capacity of every backend for a first render, when HAProxy runs nothing yet: the
+ * planner's own rule (distinct addresses, minSlots, powers of two), from an empty observation.
+ */
+export function initialCapacity(desired: Registry): Map<string, number> {
+  const empty: ObservedState = { backends: new Map(), hostsMap: new Map(), sniMap: new Map() };
+  return plan(desired, empty, { now: 0, drainTimeoutMs: 0, holdUntilHealthy: false, drainStartedAt: new Map() }).capacity;
+}

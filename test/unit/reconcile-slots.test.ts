@@ -193,3 +193,19 @@ test('observeState: admin flags, op state, stats, check state', () => {
   assert.deepEqual([x1?.dynamic, x1?.maint, x1?.checkEnabled], [true, true, false]);
   assert.equal(o.backends.get('tcp-empty')?.servers.length, 0);
 });
+
+test('initialCapacity: the planner\'s own rule for a first render (distinct addresses, minSlots, powers of two)', async () => {
+  const { initialCapacity } = await import('../../src/reconcile/index.js');
+  const { http, tcp, reg } = await import('./reconcile-helpers.js');
+  const ups = (n: number) => Array.from({ length: n }, (_, i) => up(`u${i}`, `10.0.0.${i + 1}:80`));
+  const cap = initialCapacity(
+    reg(
+      http('small', ups(1)),
+      http('five', ups(5)),
+      // Two ids at one address occupy one slot.
+      http('dup', [up('a', '10.0.0.9:80'), up('b', '10.0.0.9:80'), up('c', '10.0.0.8:80')]),
+      tcp('db', ups(3), [5432], { minSlots: 1 }),
+    ),
+  );
+  assert.deepEqual(Object.fromEntries(cap), { 'http-small': 4, 'http-five': 8, 'http-dup': 4, 'tcp-db': 4 });
+});
