@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { startEtcd, startHaproxy, haproxyTestConfig, freePort, socketCommand, startBackend, runLoad, removeDir } from './harness.js';
+import { startEtcd, startHaproxy, haproxyTestConfig, freePort, socketCommand, startBackend, runLoad, removeDir } from '../../testkit/index.js';
 
 test('harness starts a real etcd and stops it by PID', async (t) => {
   const etcd = await startEtcd();
