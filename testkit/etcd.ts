@@ -1,10 +1,9 @@
 /** A real single-node etcd on free loopback ports in a temp dir, optionally serving TLS with client-cert auth. */
 import path from 'node:path';
 import { etcdBin, etcdctlBin } from './bins.js';
-import { execFileP, killProcess, startProcess, stopProcess, type Proc } from './process.js';
+import { execFileP, killProcess, startProcess, stopProcess, waitReady, type Proc } from './process.js';
 import { freePort, removeDir, tempDir } from './resources.js';
 import { createTestCa, type EtcdTlsFiles } from './tls.js';
-import { waitFor } from './wait.js';
 
 export interface EtcdHandle {
   /** `http://127.0.0.1:<port>`, or `https://…` with `tls`. */
@@ -73,17 +72,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdHandle
   };
   const launch = async () => {
     const proc = startProcess(etcd, args, { env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.arch === 'x64' ? '' : process.arch } });
-    await waitFor(
-      async () => {
-        if (proc.child.exitCode !== null) throw new Error(`etcd exited: ${proc.output.slice(-5).join('\n')}`);
-        await ctl('endpoint', 'health');
-        return true;
-      },
-      { timeoutMs: 20_000, intervalMs: 100, what: 'etcd health' },
-    ).catch(async (err: unknown) => {
-      await stopProcess(proc, 500);
-      throw err;
-    });
+    await waitReady(proc, 'etcd health', async () => (await ctl('endpoint', 'health'), true), { timeoutMs: 20_000, intervalMs: 100 });
     return proc;
   };
   const handle: EtcdHandle = {

@@ -9,10 +9,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { parseServersState, parseShowProc, RuntimeClient, showServersState, isDrain, isMaint, SRV_OP, type ServerStateRow } from '../src/runtime/index.js';
 import { haproxyBin } from './bins.js';
-import { execFileP, signalPid, startProcess, stopProcess, type Proc } from './process.js';
+import { execFileP, signalPid, startProcess, stopProcess, waitReady, type Proc } from './process.js';
 import { tempDir } from './resources.js';
-import { waitFor } from './wait.js';
-
 
 export interface HaproxyHandle {
   readonly dir: string;
@@ -42,25 +40,10 @@ export async function startHaproxy(config: string, opts: { dir?: string } = {}):
     const mapPath = path.join(dir, m[1] ?? '');
     if (!existsSync(mapPath)) await writeFile(mapPath, '');
   }
-  const haproxy = haproxyBin();
-  await execFileP(haproxy, ['-c', '-f', cfgPath]).catch((err: { stderr?: string }) => {
+  await execFileP(haproxyBin(), ['-c', '-f', cfgPath]).catch((err: { stderr?: string }) => {
     throw new Error(`test config invalid: ${err.stderr || String(err)}`);
   });
-  const proc = startProcess(haproxy, ['-W', '-S', `${masterSocket},level,admin`, '-f', cfgPath], { cwd: dir });
-  const usesAdmin = config.includes('{{DIR}}/admin.sock');
-  await waitFor(
-    async () => {
-      if (proc.child.exitCode !== null) throw new Error(`haproxy exited: ${proc.output.slice(-10).join('\n')}`);
-      // Both must answer: the master socket can refuse for a moment after the worker is up.
-      const procList = await socketCommand(masterSocket, 'show proc');
-      const info = usesAdmin ? await socketCommand(adminSocket, 'show info') : 'n/a';
-      return procList.includes('worker') && info.length > 0;
-    },
-    { timeoutMs: 10_000, what: 'haproxy sockets' },
-  ).catch(async (err: unknown) => {
-    await stopProcess(proc, 500);
-    throw err;
-  });
+  const proc = await launchHaproxy({ cfgPath, masterSocket, adminSocket: config.includes('{{DIR}}/admin.sock') ? adminSocket : undefined, cwd: dir });
   return {
     dir,
     cfgPath,
@@ -69,10 +52,37 @@ export async function startHaproxy(config: string, opts: { dir?: string } = {}):
     proc,
     pid: proc.pid,
     stop: async () => {
-      // SIGUSR1 = soft stop in master-worker mode; stopProcess escalates to SIGKILL.
+      // SIGTERM: the master stops its workers; SIGKILL after 3 s.
       await stopProcess(proc, 3000);
     },
   };
+}
+
+export interface LaunchOptions {
+  cfgPath: string;
+  /** Where `-S` puts the master CLI. */
+  masterSocket: string;
+  /** Also wait until this admin socket answers `show info`. */
+  adminSocket?: string;
+  cwd: string;
+  /** Run inside this network namespace (`ip netns exec`; needs root). Default: none. */
+  netns?: string | null;
+}
+
+/**
+ * Starts `haproxy -W -S <masterSocket>,level,admin -f <cfgPath>` and resolves when the
+ * master lists a worker and the admin socket (if given) answers; stops it on failure.
+ */
+export async function launchHaproxy(o: LaunchOptions): Promise<Proc> {
+  const argv = [haproxyBin(), '-W', '-S', `${o.masterSocket},level,admin`, '-f', o.cfgPath];
+  const proc = o.netns ? startProcess('ip', ['netns', 'exec', o.netns, ...argv], { cwd: o.cwd }) : startProcess(argv[0]!, argv.slice(1), { cwd: o.cwd });
+  await waitReady(proc, 'haproxy sockets', async () => {
+    // Both must answer: the master socket can refuse for a moment after the worker is up.
+    const procList = await socketCommand(o.masterSocket, 'show proc');
+    const info = o.adminSocket ? await socketCommand(o.adminSocket, 'show info') : 'Pid:';
+    return procList.includes('worker') && info.includes('Pid:');
+  });
+  return proc;
 }
 
 /**

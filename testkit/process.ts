@@ -6,6 +6,7 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
+import { waitFor } from './wait.js';
 
 export const execFileP = promisify(execFile);
 
@@ -104,5 +105,23 @@ export function isProcess(pid: number, name: string): boolean {
     return state !== 'Z' && readFileSync(`/proc/${pid}/comm`, 'utf8').trim().startsWith(name);
   } catch {
     return false;
+  }
+}
+
+/**
+ * Polls `ready` until it is true; fails at once when `proc` exits, and stops `proc` (by PID)
+ * when it does not get ready in time. Errors carry the process's last output lines.
+ */
+export async function waitReady(proc: Proc, what: string, ready: () => Promise<boolean>, o: { timeoutMs?: number; intervalMs?: number } = {}): Promise<void> {
+  const outcome = await waitFor(async () => (hasExited(proc) ? 'exited' : (await ready()) && 'ready'), {
+    timeoutMs: o.timeoutMs ?? 10_000,
+    intervalMs: o.intervalMs ?? 50,
+    what,
+  }).catch(async (err: Error) => {
+    await stopProcess(proc, 500);
+    throw new Error(`${err.message}\n${proc.output.slice(-20).join('\n')}`, { cause: err });
+  });
+  if (outcome === 'exited') {
+    throw new Error(`${what}: the process exited (${proc.child.exitCode ?? proc.child.signalCode})\n${proc.output.slice(-20).join('\n')}`);
   }
 }

@@ -6,9 +6,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { haproxyBin } from './bins.js';
 import { httpRequest } from './http.js';
-import { killProcess, startProcess, stopProcess, type Proc } from './process.js';
+import { killProcess, startProcess, stopProcess, waitReady, type Proc } from './process.js';
 import { freePort } from './resources.js';
-import { waitFor } from './wait.js';
 
 /** The CLI entry point, `bin/haproxy-updater.js`. */
 export const BIN = fileURLToPath(new URL('../bin/haproxy-updater.js', import.meta.url));
@@ -85,16 +84,7 @@ export async function startUpdater(o: UpdaterOptions): Promise<UpdaterHandle> {
     kill: () => killProcess(proc),
   };
   if (o.waitReady !== false) {
-    await waitFor(
-      async () => {
-        if (proc.child.exitCode !== null) throw new Error(`updater exited ${proc.child.exitCode}: ${proc.output.slice(-20).join('\n')}`);
-        return (await get('/readyz')).status === 200;
-      },
-      { timeoutMs: 30_000, intervalMs: 100, what: 'updater /readyz' },
-    ).catch((err: unknown) => {
-      void stopProcess(proc, 1000);
-      throw new Error(`${(err as Error).message}\n${proc.output.slice(-30).join('\n')}`);
-    });
+    await waitReady(proc, 'updater /readyz', async () => (await get('/readyz')).status === 200, { timeoutMs: 30_000, intervalMs: 100 });
   }
   return handle;
 }

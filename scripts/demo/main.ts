@@ -21,6 +21,7 @@
  * registrars (app instances and their `register` children), stack (processes, measurements,
  * clean-up, summary), story (the six steps).
  */
+import { restoreLogLevel } from './quiet.js';
 import { BIN_ENV, haproxyBin, isolateChildren } from '../../testkit/index.js';
 import { parseOptions, usage, type Options } from './options.js';
 import { Demo } from './stack.js';
@@ -39,6 +40,7 @@ async function main(): Promise<number> {
     process.stderr.write(`demo: ${(err as Error).message}\n`);
     return 2;
   }
+  restoreLogLevel();
   // Children in their own process group: a terminal's Ctrl-C reaches only the demo, which
   // then stops the traffic before the processes it goes through.
   isolateChildren(true);

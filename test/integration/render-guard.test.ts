@@ -14,7 +14,7 @@ import { pathToFileURL } from 'node:url';
 import { DEFAULT_OPTIONS, type HttpService, type Registry } from '../../src/model.js';
 import { MasterClient, RuntimeClient } from '../../src/runtime/index.js';
 import { defaultSettings, IptablesGuard, NoGuard, Reloader, renderConfig, writeRendered, type ReloadGuard, type RenderSettings } from '../../src/render/index.js';
-import { execFileP, haproxyBin, removeDir, socketCommand, startProcess, stopProcess, tempDir, waitFor, type Proc } from '../../testkit/index.js';
+import { execFileP, launchHaproxy, removeDir, socketCommand, startProcess, stopProcess, tempDir, waitFor, type Proc } from '../../testkit/index.js';
 
 const ROOT = process.getuid?.() === 0;
 const SKIP = ROOT ? false : 'needs root (ip netns, iptables): not root, skipped';
@@ -79,15 +79,7 @@ async function reloadsUnderLoad(t: { after(fn: () => Promise<void>): void; diagn
     await removeDir(dir);
   });
   procs.push(startProcess('ip', inNs('node', '-e', BACKEND_JS, String(BACKEND_PORT))));
-  const hp = startProcess('ip', inNs(haproxyBin(), '-W', '-S', `${masterSocket},level,admin`, '-f', cfgPath), { cwd: dir });
-  procs.push(hp);
-  await waitFor(
-    async () => {
-      if (hp.child.exitCode !== null) throw new Error(`haproxy exited: ${hp.output.slice(-5).join('\n')}`);
-      return (await socketCommand(masterSocket, 'show proc')).includes('worker') && (await socketCommand(settings.adminSocket, 'show info')).includes('Pid:');
-    },
-    { what: 'haproxy in the namespace' },
-  );
+  procs.push(await launchHaproxy({ cfgPath, masterSocket, adminSocket: settings.adminSocket, cwd: dir, netns: NS }));
   await socketCommand(settings.adminSocket, `set server http-web/s1 addr 127.0.0.1 port ${BACKEND_PORT}`);
   await socketCommand(settings.adminSocket, 'set server http-web/s1 state ready');
 
