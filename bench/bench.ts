@@ -11,7 +11,7 @@ import './env.js';
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { startEtcd } from '../testkit/index.js';
+import { BIN_ENV, bin, startEtcd, type Tool } from '../testkit/index.js';
 import { convergence, type ConvResult, type Floors } from './convergence.js';
 import { churn, type ChurnResult } from './churn.js';
 import { reloads, type ReloadsResult } from './reloads.js';
@@ -226,8 +226,14 @@ function table(r: Results): string {
 // ------------------------------------------------------------------ main
 
 async function main(): Promise<number> {
-  const args = parseArgs(process.argv.slice(2));
-  process.env.PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin`;
+  let args: Args;
+  try {
+    args = parseArgs(process.argv.slice(2));
+    for (const tool of Object.keys(BIN_ENV) as Tool[]) bin(tool); // a missing executable is a usage error
+  } catch (err) {
+    console.error(`bench: ${(err as Error).message}`);
+    return 2;
+  }
   const started = Date.now();
   const results: Results = {
     machine: await machine(),
