@@ -8,8 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { startEtcd, startProcess, stopProcess, waitFor, tempDir, removeDir, freePort, type EtcdHandle, type Proc } from './harness.js';
-import { BIN, masterView } from './updater.js';
+import { BIN, masterView, startEtcd, startProcess, stopProcess, waitFor, tempDir, removeDir, freePort, type EtcdHandle, type Proc } from '../../testkit/index.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const P = '/haproxy-discover';
@@ -30,13 +29,13 @@ const alive = (pid: number): boolean => {
 
 /** The PID the updater itself logs (pino's `pid` field): under npx it is not the child we spawned. */
 async function updaterPid(proc: Proc): Promise<number> {
-  return waitFor(
+  return waitFor<number>(
     () => {
       for (const line of proc.output) {
         const m = /"pid":(\d+)/.exec(line);
         if (m) return Number(m[1]);
       }
-      return undefined;
+      return 0;
     },
     { what: 'a log line with the updater PID', timeoutMs: 30_000 },
   );
@@ -53,7 +52,7 @@ async function runStopsCleanly(launcher: 'npx' | 'node'): Promise<void> {
   let pids: number[] = [];
   try {
     const pid = await updaterPid(proc);
-    const view = await waitFor(() => masterView(path.join(dir, 'master.sock')).catch(() => undefined), { what: 'managed HAProxy', timeoutMs: 30_000 });
+    const view = await waitFor(() => masterView(path.join(dir, 'master.sock')), { what: 'managed HAProxy', timeoutMs: 30_000 });
     pids = [pid, view.masterPid, ...view.workers];
     if (launcher === 'npx') assert.notEqual(pid, proc.child.pid, 'npx runs the updater below npm');
     proc.child.kill('SIGTERM');
