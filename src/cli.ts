@@ -10,12 +10,13 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { parseArgv, Flags, helpText, type Command } from './config.js';
 import { ConfigError, UpdaterError } from './errors.js';
 import { rootLogger, logger } from './log.js';
-import { Daemon, type DaemonOptions } from './daemon.js';
+import { Daemon, type DaemonOptions } from './daemon/index.js';
 import { parseRegistry, registerUpstream, deregisterUpstream, parseUpstreamValue, createEtcdClient } from './watch/index.js';
-import { renderConfig, defaultSettings, atomicWrite, type RenderSettings } from './render/index.js';
+import { renderConfig, defaultSettings, type RenderSettings } from './render/index.js';
+import { atomicWrite } from './reload/index.js';
 import { plan as makePlan, describePlan, initialCapacity, isClearedAddr } from './reconcile/index.js';
 import { RuntimeClient, MasterClient } from './runtime/index.js';
-import { observe } from './observe.js';
+import { observe } from './daemon/index.js';
 import { backendName, type Registry } from './model.js';
 
 const log = logger('cli');

@@ -126,3 +126,39 @@ export function structureKey(svc: Service): string {
 export function structureHash(svc: Service): string {
   return createHash('sha256').update(structureKey(svc)).digest('hex').slice(0, 16);
 }
+
+// ------------------------------------------------------------------ server admin state
+
+/** `srv_admin_state` flags (HAProxy `enum srv_admin`). */
+export const SRV_ADMIN = Object.freeze({
+  /** Forced into maintenance (`state maint`). */
+  FMAINT: 0x01,
+  /** Maintenance inherited from a tracked server. */
+  IMAINT: 0x02,
+  /** `disabled` in the config; stays set after `state ready`, so it alone is NOT maintenance. */
+  CMAINT: 0x04,
+  /** Forced drain (`state drain`). */
+  FDRAIN: 0x08,
+  /** Drain inherited from a tracked server. */
+  IDRAIN: 0x10,
+  /** Maintenance because address resolution failed. */
+  RMAINT: 0x20,
+  /** FQDN set from the CLI. */
+  HMAINT: 0x40,
+});
+
+/** `srv_op_state` values. */
+export const SRV_OP = Object.freeze({ STOPPED: 0, STARTING: 1, RUNNING: 2, STOPPING: 3 });
+
+/** Check state flag CHK_ST_ENABLED (`show servers state` srv_check_state). */
+export const CHK_ST_ENABLED = 0x04;
+
+/** Maintenance of any kind that stops traffic (forced, inherited or resolution); CMAINT alone is not (mask 0x23). */
+export function adminIsMaint(admin: number): boolean {
+  return (admin & (SRV_ADMIN.FMAINT | SRV_ADMIN.IMAINT | SRV_ADMIN.RMAINT)) !== 0;
+}
+
+/** Draining (forced or inherited). A server can be both draining and in maintenance. */
+export function adminIsDrain(admin: number): boolean {
+  return (admin & (SRV_ADMIN.FDRAIN | SRV_ADMIN.IDRAIN)) !== 0;
+}

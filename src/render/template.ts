@@ -1,8 +1,8 @@
 /**
  * Renders haproxy.cfg and its support files (hosts map, SNI map, url_reg pattern files)
- * from the typed Registry. Pure: no I/O besides loading the template once.
+ * from the typed Registry. Pure: no I/O (the template is a module, haproxy-cfg.ts).
  *
- * Layout decisions (see also the comments in haproxy.cfg.eta):
+ * Layout decisions (see also the comments in the template, haproxy-cfg.ts):
  * - HTTP (`fe-http`): url_reg rules first, in service-name order, each `url_reg -f <file>`
  *   (the regex lives in a pattern file, never on a config line); then the Host map
  *   (`Host` lower-cased, port and trailing dot stripped); then `default_backend`:
@@ -21,10 +21,9 @@
  * - Fixed proxy names (`fe-*`, `internal-*`, `stats`) cannot clash with service backends,
  *   which always start with `http-`, `tls-` or `tcp-`.
  */
-import { readFileSync, existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { Eta } from 'eta';
+import { HAPROXY_CFG_TEMPLATE } from './haproxy-cfg.js';
 import {
   backendName,
   structureHash,
@@ -221,12 +220,8 @@ export function checkTiming(interMs = 500): { interMs: number; fastinterMs: numb
   return { interMs, fastinterMs: Math.max(100, Math.floor(interMs / 2)), downinterMs: Math.max(interMs, 1000), rise: 2, fall: 3 };
 }
 
-/** The template sits beside this module in src/; a build in dist/ falls back to src/. */
 function templateEngine(): Eta {
   if (compiled) return compiled.eta;
-  const candidates = [new URL('./haproxy.cfg.eta', import.meta.url), new URL('../../src/render/haproxy.cfg.eta', import.meta.url)];
-  const file = candidates.map((u) => fileURLToPath(u)).find((f) => existsSync(f));
-  if (!file) throw new Error(`haproxy.cfg.eta not found beside ${fileURLToPath(import.meta.url)}`);
   const eta = new Eta({
     // Not HTML: no XML escaping, but every interpolation must be one safe config word.
     autoEscape: false,
@@ -235,7 +230,7 @@ function templateEngine(): Eta {
     autoTrim: false,
     cache: true,
   });
-  eta.loadTemplate('@haproxy.cfg', readFileSync(file, 'utf8'));
+  eta.loadTemplate('@haproxy.cfg', HAPROXY_CFG_TEMPLATE);
   compiled = { eta };
   return eta;
 }
@@ -440,42 +435,4 @@ function assertHealthPath(v: unknown, svc: string): string {
     throw new InvalidArgumentError(`healthPath of ${svc}: ${JSON.stringify(v)} is not a plain absolute path`, { service: svc, value: v });
   }
   return v;
-}
-
-// ---------------------------------------------------------------------------- reading back
-
-/**
- * `backend → structure hash` from a config this module rendered (the `# structure <hash>`
- * line in each backend): what the running HAProxy was built with, also after a restart.
- */
-export function readAppliedStructure(configText: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const { backend, line } of backendLines(configText)) {
-    const m = /^\s*# structure ([0-9a-f]{16})\s*$/.exec(line);
-    if (m?.[1]) out.set(backend, m[1]);
-  }
-  return out;
-}
-
-/** `backend → slot count` from the `server-template <prefix> 1-N` lines. */
-export function readAppliedSlots(configText: string): Map<string, number> {
-  const out = new Map<string, number>();
-  const re = new RegExp(`^\\s*server-template ${SLOT_PREFIX} 1-([0-9]+)\\s`);
-  for (const { backend, line } of backendLines(configText)) {
-    const m = re.exec(line);
-    if (m?.[1]) out.set(backend, Number(m[1]));
-  }
-  return out;
-}
-
-function* backendLines(configText: string): Generator<{ backend: string; line: string }> {
-  let current: string | null = null;
-  for (const line of configText.split('\n')) {
-    const section = /^(global|defaults|frontend|backend|listen|peers|resolvers|userlist|program|mailers|cache|ring|http-errors)\b\s*(\S*)/.exec(line);
-    if (section) {
-      current = section[1] === 'backend' && section[2] ? section[2] : null;
-      continue;
-    }
-    if (current) yield { backend: current, line };
-  }
 }

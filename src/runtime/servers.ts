@@ -3,6 +3,7 @@
  * `show servers state` parser. Modelled on client-native `runtime/servers.go`.
  */
 import { ReplyParseError } from '../errors.js';
+import { SRV_ADMIN, SRV_OP, adminIsMaint, adminIsDrain } from '../model.js';
 import {
   assertBackendName,
   assertInt,
@@ -105,26 +106,9 @@ export function disableHealth(backend: string, server: string): Command {
 
 // ---------------------------------------------------------------- parser
 
-/** `srv_admin_state` flags (HAProxy `enum srv_admin`). */
-export const SRV_ADMIN = Object.freeze({
-  /** Forced into maintenance (`state maint`). */
-  FMAINT: 0x01,
-  /** Maintenance inherited from a tracked server. */
-  IMAINT: 0x02,
-  /** `disabled` in the config; stays set after `state ready`, so it alone is NOT maintenance. */
-  CMAINT: 0x04,
-  /** Forced drain (`state drain`). */
-  FDRAIN: 0x08,
-  /** Drain inherited from a tracked server. */
-  IDRAIN: 0x10,
-  /** Maintenance because address resolution failed. */
-  RMAINT: 0x20,
-  /** FQDN set from the CLI. */
-  HMAINT: 0x40,
-});
+/** `srv_admin_state` flags and `srv_op_state` values: their meaning is part of the model (src/model.ts). */
+export { SRV_ADMIN, SRV_OP };
 
-/** `srv_op_state` values. */
-export const SRV_OP = Object.freeze({ STOPPED: 0, STARTING: 1, RUNNING: 2, STOPPING: 3 });
 
 export interface ServerStateRow {
   beId: number;
@@ -257,12 +241,12 @@ class ServerStateColumns extends LazyColumns {
   }
 }
 
-/** Maintenance of any kind that stops traffic (forced, inherited or resolution); CMAINT alone is not. */
+/** Maintenance of any kind that stops traffic (see adminIsMaint in src/model.ts). */
 export function isMaint(row: Pick<ServerStateRow, 'srvAdminState'>): boolean {
-  return (row.srvAdminState & (SRV_ADMIN.FMAINT | SRV_ADMIN.IMAINT | SRV_ADMIN.RMAINT)) !== 0;
+  return adminIsMaint(row.srvAdminState);
 }
 
-/** Draining (forced or inherited). A server can be both draining and in maintenance. */
+/** Draining, forced or inherited (see adminIsDrain in src/model.ts). */
 export function isDrain(row: Pick<ServerStateRow, 'srvAdminState'>): boolean {
-  return (row.srvAdminState & (SRV_ADMIN.FDRAIN | SRV_ADMIN.IDRAIN)) !== 0;
+  return adminIsDrain(row.srvAdminState);
 }

@@ -20,7 +20,7 @@ import { readFile } from 'node:fs/promises';
 import { atomicWrite, writeRendered, type WriteResult } from './files.js';
 import { assertNewPortsFree } from './ports.js';
 import type { ReloadGuard } from './guard.js';
-import type { Rendered } from './template.js';
+import type { Rendered } from '../render/index.js';
 
 const log = logger('reload');
 

@@ -3,9 +3,9 @@
  * in one batch (in plan order, on one connection per chunk); map-file rewrites happen after
  * the map commands so that a reload never reverts a runtime map change.
  */
-import type { Op } from './reconcile/index.js';
-import type { Registry } from './model.js';
-import type { Command } from './runtime/index.js';
+import type { Op } from '../reconcile/index.js';
+import type { Registry } from '../model.js';
+import type { Command } from '../runtime/index.js';
 import {
   RuntimeClient,
   setServerAddr,
@@ -18,9 +18,10 @@ import {
   addMap,
   setMap,
   delMap,
-} from './runtime/index.js';
-import { atomicWrite, renderHostsMap, renderSniMap, checkTiming, type RenderSettings } from './render/index.js';
-import { logger } from './log.js';
+} from '../runtime/index.js';
+import { renderHostsMap, renderSniMap, checkTiming, type RenderSettings } from '../render/index.js';
+import { atomicWrite } from '../reload/index.js';
+import { logger } from '../log.js';
 
 const log = logger('apply');
 

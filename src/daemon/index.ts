@@ -1,0 +1,5 @@
+/** src/daemon: the daemon (observe, plan, decide, execute), its HTTP endpoints, the managed HAProxy, and the one-shot commands. */
+export * from './daemon.js';
+export * from './observe.js';
+export * from './apply.js';
+export * from './haproxy-process.js';
