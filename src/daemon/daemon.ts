@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import PQueue from 'p-queue';
 import { logger } from '../log.js';
+import { backoffDelay } from '../backoff.js';
 import { Metrics } from '../metrics.js';
 import { EMPTY_REGISTRY, type Registry, type Rejection } from '../model.js';
 import { ConfigInvalidError, UpdaterError } from '../errors.js';
@@ -168,7 +169,7 @@ export class Daemon {
           break;
         } catch (err) {
           log.error({ err, attempt }, 'could not restart haproxy');
-          await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** attempt)));
+          await new Promise((r) => setTimeout(r, backoffDelay(attempt)));
         }
       }
     } finally {

@@ -3,3 +3,7 @@ export * from './daemon.js';
 export * from './observe.js';
 export * from './apply.js';
 export * from './haproxy-process.js';
+export * from './http.js';
+export * from './oneshot.js';
+/** Render settings are part of the daemon's options: `defaultSettings(stateDir)` is their base. */
+export { defaultSettings, type RenderSettings } from '../render/index.js';
