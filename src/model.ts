@@ -25,6 +25,8 @@ export interface Upstream {
 }
 
 export type Balance = 'roundrobin' | 'leastconn' | 'first' | 'source' | 'static-rr' | 'random';
+/** Every Balance, in the order error messages list them. */
+export const BALANCES: readonly Balance[] = Object.freeze(['roundrobin', 'leastconn', 'first', 'source', 'static-rr', 'random']);
 
 /** Per-service settings from `<prefix>/{http,tcp}-services/<svc>/options` (JSON). */
 export interface ServiceOptions {
@@ -101,6 +103,52 @@ export function backendName(svc: Pick<Service, 'kind' | 'name'> & { sslPassthrou
 
 /** The http service whose backend is the `default_backend` (as in the seed's template). */
 export const DEFAULT_SERVICE = 'default';
+
+// ------------------------------------------------------------------ value rules (one owner each)
+
+/** Longest accepted `healthPath`. */
+export const MAX_HEALTH_PATH_LENGTH = 256;
+const HEALTH_PATH_RE = /^\/[\x21-\x7e]*$/;
+// HAProxy 2.6 refuses `'` and `"` in `option httpchk GET <path>` (checked with haproxy -c),
+// reads `#` as a comment and `\` as an escape, expands `$` in quoted words; `;` and the
+// backtick are refused by the template's word filter too.
+const HEALTH_PATH_UNSAFE = /[#;\\'"$`]/;
+
+/**
+ * The healthPath rule, for the registry parser and the template alike: starts with `/`,
+ * printable ASCII without whitespace, `#`, `;`, `\`, quotes, `$` or backtick, at most
+ * MAX_HEALTH_PATH_LENGTH characters. Returns why `value` is refused, or null.
+ */
+export function healthPathProblem(value: string): string | null {
+  if (value.length > MAX_HEALTH_PATH_LENGTH) return `longer than ${MAX_HEALTH_PATH_LENGTH}`;
+  if (!HEALTH_PATH_RE.test(value) || HEALTH_PATH_UNSAFE.test(value)) return 'must start with / and be printable ASCII without whitespace, # ; \\ \' " $ `';
+  return null;
+}
+
+/** `addr:port`, an IPv6 address in brackets (`[::1]:80`): what HAProxy, etcd values and logs take. */
+export function formatAddrPort(addr: string, port: number): string {
+  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
+}
+
+/** Upper bound on slots per backend (a typo in capacity must not render 10^6 servers). */
+export const MAX_SLOTS = 4096;
+
+/** Smallest power of two ≥ n (1 for n ≤ 1). */
+export function nextPowerOfTwo(n: number): number {
+  if (!(n > 1)) return 1;
+  return 2 ** Math.ceil(Math.log2(Math.ceil(n)));
+}
+
+/**
+ * The slot capacity rule: template slots of a backend = max(minSlots, next power of two ≥
+ * max(needed, keep)), at most MAX_SLOTS. Growing geometrically makes scaling 1 → N cost at
+ * most O(log N) reloads. `keep` is the highest slot index that must survive a reload (a
+ * slot holding a desired upstream), so a render never cuts a serving upstream off.
+ */
+export function slotCapacity(needed: number, minSlots: number, keep = 0): number {
+  const min = Math.max(1, Math.floor(minSlots));
+  return Math.min(MAX_SLOTS, Math.max(min, nextPowerOfTwo(Math.max(0, needed, keep))));
+}
 
 /** Prefix of the `server-template` slot names (`s1`..`sN`). */
 export const SLOT_PREFIX = 's';

@@ -252,7 +252,7 @@ export class Daemon {
           reloadError = err;
         }
       }
-      await this.#apply(plan, registry);
+      await this.#apply(plan);
       if (reloadError) throw reloadError;
       this.#updateSlotMetrics(observed);
       // Converged once a pass leaves nothing pending: its operations were applied (a failed
@@ -290,9 +290,9 @@ export class Daemon {
     return p;
   }
 
-  async #apply(plan: Plan, registry: Registry): Promise<void> {
+  async #apply(plan: Plan): Promise<void> {
     if (plan.ops.length === 0) return;
-    const results = await applyOps(this.#runtime, plan.ops, registry, this.#o.render);
+    const results = await applyOps(this.#runtime, plan.ops, this.#o.render);
     for (const r of results) this.metrics.runtimeCommands.inc({ command: r.family, result: r.ok ? 'ok' : r.code });
     const failed = results.filter((r) => !r.ok);
     if (failed.length) {

@@ -37,7 +37,7 @@
  * new one is UP or its check fails. Without hold, a new server is UP at once.
  */
 
-import { backendName, structureHash, type Balance, type Registry, type Service, type Upstream } from '../model.js';
+import { backendName, formatAddrPort as fmtAddr, structureHash, type Balance, type Registry, type Service, type Upstream } from '../model.js';
 import { desiredMaps, MAP_NAMES } from './domains.js';
 import {
   addrKey,
@@ -87,10 +87,6 @@ export function checkFailed(s: ObservedServer): boolean {
 
 export function serverKey(backend: string, server: string): string {
   return `${backend}/${server}`;
-}
-
-function fmtAddr(addr: string, port: number): string {
-  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
 }
 
 function emptySummary(): PlanSummary {

@@ -25,14 +25,19 @@ import path from 'node:path';
 import { Eta } from 'eta';
 import { HAPROXY_CFG_TEMPLATE } from './haproxy-cfg.js';
 import {
+  BALANCES,
   backendName,
+  formatAddrPort,
+  healthPathProblem,
+  slotCapacity,
   structureHash,
   DEFAULT_SERVICE,
+  MAX_SLOTS,
   SLOT_PREFIX,
-  type HttpService,
   type Registry,
   type Service,
 } from '../model.js';
+import { desiredMaps } from '../reconcile/domains.js';
 import { InvalidArgumentError } from '../errors.js';
 import { logger } from '../log.js';
 import {
@@ -122,20 +127,16 @@ export interface Rendered {
   files: Map<string, string>;
 }
 
-/** Upper bound on slots per backend (a typo in capacity must not render 10^6 servers). */
-export const MAX_SLOTS = 4096;
+export { MAX_SLOTS };
 
 /** Fixed proxy names; none starts with `http-`, `tls-` or `tcp-`, so none can clash with a service backend. */
 export const NO_ROUTE_BACKEND = 'internal-no-route';
 export const TLS_NO_ROUTE_BACKEND = 'internal-tls-no-route';
 export const HTTPS_HOP_BACKEND = 'internal-https-terminate';
 
-/** The default slot count: max(minSlots, next power of two ≥ upstream count). */
+/** The default slot count (the model's slotCapacity rule) for every upstream of `svc`. */
 export function defaultSlots(svc: Service): number {
-  const needed = svc.upstreams.size;
-  let pow = 1;
-  while (pow < needed) pow *= 2;
-  return Math.min(MAX_SLOTS, Math.max(svc.options.minSlots, pow));
+  return slotCapacity(svc.upstreams.size, svc.options.minSlots);
 }
 
 /** Pattern file of a service's url_reg. */
@@ -155,37 +156,35 @@ function sortedServices<T extends Service>(m: ReadonlyMap<string, T>): T[] {
 }
 
 /**
- * `domain backend` lines sorted by domain. A domain claimed by two services goes to the
- * first by name (HAProxy would also take the first of duplicate keys, but only of the
- * order it loaded; this makes it deterministic) and the other claim is logged.
+ * A map file: one `domain backend` line per entry, in the given order (sorted by domain by
+ * both callers). Every word is checked again: the file is loaded by HAProxy as it is.
  */
-function mapText(services: HttpService[], which: string): string {
-  const entries = new Map<string, string>();
-  for (const svc of services) {
-    assertName(svc.name, 'service name');
-    const be = assertProxyName(backendName(svc), 'backend name');
-    for (const d of svc.domains) {
-      assertDomain(d, `domain of ${svc.name}`);
-      const prev = entries.get(d);
-      if (prev !== undefined) {
-        log.warn({ domain: d, kept: prev, ignored: be, map: which }, 'domain claimed by two services; the first by name keeps it');
-        continue;
-      }
-      entries.set(d, be);
-    }
+export function mapFileText(entries: Iterable<readonly [domain: string, backend: string]>): string {
+  let text = '';
+  for (const [domain, backend] of entries) text += `${assertDomain(domain, 'map domain')} ${assertProxyName(backend, 'map backend')}\n`;
+  return text;
+}
+
+/**
+ * The routing maps of a registry: the planner's desiredMaps (a domain claimed by two
+ * services goes to the first by name), each claim it drops logged once per render.
+ */
+function routingMaps(registry: Registry): { hosts: string; sni: string } {
+  const dm = desiredMaps(registry);
+  for (const c of dm.conflicts) {
+    log.warn({ domain: c.domain, kept: c.winner, ignored: c.losers, map: c.map }, 'domain claimed by two services; the first by name keeps it');
   }
-  const keys = [...entries.keys()].sort();
-  return keys.map((k) => `${k} ${entries.get(k)}\n`).join('');
+  return { hosts: mapFileText(dm.hosts), sni: mapFileText(dm.sni) };
 }
 
 /** Content of the hosts map: domains of the non-passthrough http services. */
 export function renderHostsMap(registry: Registry): string {
-  return mapText(sortedServices(registry.http).filter((s) => !s.sslPassthrough), 'hosts');
+  return mapFileText(desiredMaps(registry).hosts);
 }
 
 /** Content of the SNI map: domains of the passthrough services → `tls-<svc>`. */
 export function renderSniMap(registry: Registry): string {
-  return mapText(sortedServices(registry.http).filter((s) => s.sslPassthrough), 'sni');
+  return mapFileText(desiredMaps(registry).sni);
 }
 
 /**
@@ -242,8 +241,8 @@ function ms(v: number): string {
 type Words = string[];
 
 function bindWords(address: string, port: number, extra: Words = []): Words {
-  const { host, dualStack } = bindHost(address);
-  return [`${host}:${assertPort(port)}`, ...(dualStack ? ['v4v6'] : []), ...extra];
+  const { addr, dualStack } = bindHost(address);
+  return [formatAddrPort(addr, assertPort(port)), ...(dualStack ? ['v4v6'] : []), ...extra];
 }
 
 /**
@@ -356,8 +355,9 @@ export function renderConfig(input: RenderInput): Rendered {
     files.set(file, patternFileText(svc.name, svc.urlReg));
     urlRegs.push({ backend: backendName(svc), file });
   }
-  files.set(hostsMap, renderHostsMap(registry));
-  files.set(sniMap, renderSniMap(registry));
+  const maps = routingMaps(registry);
+  files.set(hostsMap, maps.hosts);
+  files.set(sniMap, maps.sni);
 
   // ---- tcp frontends: ports already taken are skipped (HAProxy would fail at startup)
   const taken = new Map<number, string>([[httpPort, 'httpPort']]);
@@ -422,17 +422,16 @@ export function renderConfig(input: RenderInput): Rendered {
   return { config, files };
 }
 
-const BALANCES = new Set(['roundrobin', 'leastconn', 'first', 'source', 'static-rr', 'random']);
 function assertBalance(v: unknown, svc: string): string {
-  if (typeof v !== 'string' || !BALANCES.has(v)) throw new InvalidArgumentError(`balance of ${svc}: ${JSON.stringify(v)} is not supported`, { service: svc });
+  if (typeof v !== 'string' || !(BALANCES as readonly string[]).includes(v)) throw new InvalidArgumentError(`balance of ${svc}: ${JSON.stringify(v)} is not supported`, { service: svc });
   return v;
 }
 
-// An absolute URI path (+ query) of unreserved/sub-delim characters that need no quoting.
-const HEALTH_PATH_RE = /^\/[A-Za-z0-9._~%/?=&+:@!*,-]{0,255}$/;
+/** The model's healthPath rule, the same one the registry parser applies. */
 function assertHealthPath(v: unknown, svc: string): string {
-  if (typeof v !== 'string' || !HEALTH_PATH_RE.test(v)) {
-    throw new InvalidArgumentError(`healthPath of ${svc}: ${JSON.stringify(v)} is not a plain absolute path`, { service: svc, value: v });
+  const problem = typeof v === 'string' ? healthPathProblem(v) : 'is not a string';
+  if (problem !== null) {
+    throw new InvalidArgumentError(`healthPath of ${svc}: ${JSON.stringify(v)} ${problem}`, { service: svc, value: v });
   }
-  return v;
+  return v as string;
 }

@@ -3,7 +3,7 @@
  * `show servers state` parser. Modelled on client-native `runtime/servers.go`.
  */
 import { ReplyParseError } from '../errors.js';
-import { SRV_ADMIN, SRV_OP, adminIsMaint, adminIsDrain } from '../model.js';
+import { SRV_ADMIN, SRV_OP, adminIsMaint, adminIsDrain, formatAddrPort } from '../model.js';
 import {
   assertBackendName,
   assertInt,
@@ -15,7 +15,6 @@ import {
   serverRef,
   type Command,
 } from './command.js';
-import { isIP } from 'node:net';
 
 // ---------------------------------------------------------------- builders
 
@@ -75,9 +74,8 @@ export interface AddServerOptions {
  * algorithm; the server starts in maintenance; it does not survive a reload.
  */
 export function addServer(backend: string, server: string, o: AddServerOptions): Command {
-  const ip = assertIp(o.addr);
   // HAProxy takes `[::1]:80` (and, ambiguously, `::1:80`); a bare `::1` is misread as an FQDN.
-  const addr = isIP(ip) === 6 ? `[${ip}]:${assertPort(o.port)}` : `${ip}:${assertPort(o.port)}`;
+  const addr = formatAddrPort(assertIp(o.addr), assertPort(o.port));
   const words = [`add server ${serverRef(backend, server)} ${addr}`];
   if (o.weight !== undefined) words.push(`weight ${assertWeight(o.weight)}`);
   if (o.check) words.push('check');
