@@ -4,3 +4,4 @@ export * from './domains.js';
 export * from './observe.js';
 export * from './plan.js';
 export * from './decide.js';
+export * from './describe.js';
