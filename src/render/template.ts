@@ -34,8 +34,10 @@ import {
   DEFAULT_SERVICE,
   MAX_SLOTS,
   SLOT_PREFIX,
+  type HttpService,
   type Registry,
   type Service,
+  type TcpService,
 } from '../model.js';
 import { desiredMaps } from '../reconcile/domains.js';
 import { InvalidArgumentError } from '../errors.js';
@@ -245,6 +247,15 @@ function bindWords(address: string, port: number, extra: Words = []): Words {
   return [formatAddrPort(addr, assertPort(port)), ...(dualStack ? ['v4v6'] : []), ...extra];
 }
 
+type HttpsView = {
+  binds: Words[];
+  sniMap: string;
+  fallback: string;
+  terminate: { hopBackend: string; socket: string } | null;
+  /** The rejecting backend, when unmatched SNI has nowhere to go. */
+  reject: string | null;
+};
+
 /**
  * Renders haproxy.cfg and the support files. Throws InvalidArgumentError when a value
  * fails the render-time checks (nothing is half-rendered).
@@ -271,34 +282,63 @@ export function renderConfig(input: RenderInput): Rendered {
   const http = sortedServices(registry.http);
   const tcp = sortedServices(registry.tcp);
   for (const svc of [...http, ...tcp]) assertName(svc.name, 'service name');
-  const passthrough = http.filter((svc) => svc.sslPassthrough);
 
-  // ---- stats
-  let stats: { binds: Words[]; auth: string } | null = null;
-  if (s.statsPort !== null && s.statsPort !== undefined) {
-    const port = assertPort(s.statsPort, 'statsPort');
-    if (!s.statsPassword) {
-      log.warn({ statsPort: port }, 'stats port set without a stats password: the stats page is not served');
-    } else {
-      if (!STATS_USER_RE.test(s.statsUser)) throw new InvalidArgumentError(`statsUser must match ${STATS_USER_RE}`, { what: 'statsUser' });
-      // The password itself never goes into an error message or log line.
-      if (!STATS_PASSWORD_RE.test(s.statsPassword)) {
-        throw new InvalidArgumentError(`statsPassword must match ${STATS_PASSWORD_RE}`, { what: 'statsPassword' });
-      }
-      if (port === httpPort) throw new InvalidArgumentError('statsPort equals httpPort', { statsPort: port });
-      stats = { binds: [bindWords(s.bindAddress, port)], auth: `${s.statsUser}:${s.statsPassword}` };
-    }
+  const stats = statsView(s, httpPort);
+  const { https, certsDir } = httpsView(s, registry, http, httpPort, stats !== null, sniMap);
+  const files = new Map<string, string>();
+  const urlRegs = urlRegFiles(s, http, files);
+  const maps = routingMaps(registry);
+  files.set(hostsMap, maps.hosts);
+  files.set(sniMap, maps.sni);
+
+  const view = {
+    revision: registry.revision,
+    maxconn,
+    adminSocket,
+    serverStateFile,
+    log: log_,
+    check: (({ interMs, fastinterMs, downinterMs, rise, fall }) => ({ inter: ms(interMs), fastinter: ms(fastinterMs), downinter: ms(downinterMs), rise: String(rise), fall: String(fall) }))(checkTiming(inter)),
+    httpFrontends: httpFrontendsView(s, httpPort, https, certsDir),
+    urlRegs,
+    hostsMap,
+    httpDefault: httpDefaultBackend(registry),
+    https,
+    noRoute: NO_ROUTE_BACKEND,
+    tcp: tcpFrontendsView(s, tcp, httpPort, https !== null, stats !== null),
+    backends: [...http, ...tcp].map((svc) => backendView(svc, capacity)),
+    stats,
+  };
+  const config = templateEngine().render('@haproxy.cfg', view);
+  return { config, files };
+}
+
+/** The stats listener, served only with a password. */
+function statsView(s: RenderSettings, httpPort: number): { binds: Words[]; auth: string } | null {
+  if (s.statsPort === null || s.statsPort === undefined) return null;
+  const port = assertPort(s.statsPort, 'statsPort');
+  if (!s.statsPassword) {
+    log.warn({ statsPort: port }, 'stats port set without a stats password: the stats page is not served');
+    return null;
   }
+  if (!STATS_USER_RE.test(s.statsUser)) throw new InvalidArgumentError(`statsUser must match ${STATS_USER_RE}`, { what: 'statsUser' });
+  // The password itself never goes into an error message or log line.
+  if (!STATS_PASSWORD_RE.test(s.statsPassword)) {
+    throw new InvalidArgumentError(`statsPassword must match ${STATS_PASSWORD_RE}`, { what: 'statsPassword' });
+  }
+  if (port === httpPort) throw new InvalidArgumentError('statsPort equals httpPort', { statsPort: port });
+  return { binds: [bindWords(s.bindAddress, port)], auth: `${s.statsUser}:${s.statsPassword}` };
+}
 
-  // ---- https
-  let https: {
-    binds: Words[];
-    sniMap: string;
-    fallback: string;
-    terminate: { hopBackend: string; socket: string } | null;
-    /** The rejecting backend, when unmatched SNI has nowhere to go. */
-    reject: string | null;
-  } | null = null;
+/** `fe-https`: SNI passthrough, TLS termination through the hop socket, or rejection. */
+function httpsView(
+  s: RenderSettings,
+  registry: Registry,
+  http: readonly HttpService[],
+  httpPort: number,
+  statsServed: boolean,
+  sniMap: string,
+): { https: HttpsView | null; certsDir: string | null } {
+  const passthrough = http.filter((svc) => svc.sslPassthrough);
   let certsDir: string | null = null;
   if (s.hasCerts) {
     if (!s.certsDir) throw new InvalidArgumentError('hasCerts is set but certsDir is not', { what: 'certsDir' });
@@ -308,42 +348,47 @@ export function renderConfig(input: RenderInput): Rendered {
   if (wantsHttps && (s.httpsPort === null || s.httpsPort === undefined)) {
     log.warn({ passthrough: passthrough.map((p) => p.name), hasCerts: s.hasCerts }, 'no httpsPort: TLS (termination and passthrough) not served');
   }
-  if (wantsHttps && s.httpsPort !== null && s.httpsPort !== undefined) {
-    const port = assertPort(s.httpsPort, 'httpsPort');
-    if (port === httpPort || (stats && port === s.statsPort)) throw new InvalidArgumentError('httpsPort equals httpPort or statsPort', { httpsPort: port });
-    let terminate: { hopBackend: string; socket: string } | null = null;
-    let fallback = TLS_NO_ROUTE_BACKEND;
-    if (certsDir) {
-      const socket = assertAbsPath(httpsHopSocket(s), 'https hop socket');
-      // sun_path is 108 bytes including the NUL; HAProxy also appends `.<pid>.tmp` while binding.
-      if (Buffer.byteLength(socket) > 90) {
-        throw new InvalidArgumentError(`stateDir too long for a unix socket path (${socket})`, { what: 'stateDir' });
-      }
-      terminate = { hopBackend: HTTPS_HOP_BACKEND, socket };
-      fallback = HTTPS_HOP_BACKEND;
-    } else {
-      const def = registry.http.get(DEFAULT_SERVICE);
-      if (def?.sslPassthrough) fallback = backendName(def);
+  if (!wantsHttps || s.httpsPort === null || s.httpsPort === undefined) return { https: null, certsDir };
+  const port = assertPort(s.httpsPort, 'httpsPort');
+  if (port === httpPort || (statsServed && port === s.statsPort)) throw new InvalidArgumentError('httpsPort equals httpPort or statsPort', { httpsPort: port });
+  let terminate: { hopBackend: string; socket: string } | null = null;
+  let fallback = TLS_NO_ROUTE_BACKEND;
+  if (certsDir) {
+    const socket = assertAbsPath(httpsHopSocket(s), 'https hop socket');
+    // sun_path is 108 bytes including the NUL; HAProxy also appends `.<pid>.tmp` while binding.
+    if (Buffer.byteLength(socket) > 90) {
+      throw new InvalidArgumentError(`stateDir too long for a unix socket path (${socket})`, { what: 'stateDir' });
     }
-    https = { binds: [bindWords(s.bindAddress, port)], sniMap, fallback, terminate, reject: fallback === TLS_NO_ROUTE_BACKEND ? fallback : null };
+    terminate = { hopBackend: HTTPS_HOP_BACKEND, socket };
+    fallback = HTTPS_HOP_BACKEND;
+  } else {
+    const def = registry.http.get(DEFAULT_SERVICE);
+    if (def?.sslPassthrough) fallback = backendName(def);
   }
+  return { https: { binds: [bindWords(s.bindAddress, port)], sniMap, fallback, terminate, reject: fallback === TLS_NO_ROUTE_BACKEND ? fallback : null }, certsDir };
+}
 
-  // ---- http frontends (plain, and the TLS-terminating one behind fe-https)
+/** `default_backend` of the HTTP frontends: the `default` service, unless it is passthrough. */
+function httpDefaultBackend(registry: Registry): string {
   const defaultHttp = registry.http.get(DEFAULT_SERVICE);
-  const httpDefault = defaultHttp && !defaultHttp.sslPassthrough ? backendName(defaultHttp) : NO_ROUTE_BACKEND;
-  const httpFrontends: Array<{ name: string; proto: 'http' | 'https'; binds: Words[] }> = [
-    { name: 'fe-http', proto: 'http', binds: [bindWords(s.bindAddress, httpPort)] },
-  ];
+  return defaultHttp && !defaultHttp.sslPassthrough ? backendName(defaultHttp) : NO_ROUTE_BACKEND;
+}
+
+/** The HTTP frontends: plain, and the TLS-terminating one behind fe-https. */
+function httpFrontendsView(s: RenderSettings, httpPort: number, https: HttpsView | null, certsDir: string | null) {
+  const frontends: Array<{ name: string; proto: 'http' | 'https'; binds: Words[] }> = [{ name: 'fe-http', proto: 'http', binds: [bindWords(s.bindAddress, httpPort)] }];
   if (https?.terminate && certsDir) {
-    httpFrontends.push({
+    frontends.push({
       name: 'fe-https-terminate',
       proto: 'https',
       binds: [[`unix@${https.terminate.socket}`, 'mode', '600', 'accept-proxy', 'ssl', 'crt', certsDir, 'alpn', 'h2,http/1.1']],
     });
   }
+  return frontends;
+}
 
-  // ---- url_reg pattern files
-  const files = new Map<string, string>();
+/** The url_reg pattern files (into `files`) and the rules that use them. */
+function urlRegFiles(s: RenderSettings, http: readonly HttpService[], files: Map<string, string>): Array<{ backend: string; file: string }> {
   const urlRegs: Array<{ backend: string; file: string }> = [];
   for (const svc of http) {
     if (svc.urlReg === null) continue;
@@ -355,15 +400,15 @@ export function renderConfig(input: RenderInput): Rendered {
     files.set(file, patternFileText(svc.name, svc.urlReg));
     urlRegs.push({ backend: backendName(svc), file });
   }
-  const maps = routingMaps(registry);
-  files.set(hostsMap, maps.hosts);
-  files.set(sniMap, maps.sni);
+  return urlRegs;
+}
 
-  // ---- tcp frontends: ports already taken are skipped (HAProxy would fail at startup)
+/** `fe-tcp-<svc>` per tcp service; ports already taken are skipped (HAProxy would fail at startup). */
+function tcpFrontendsView(s: RenderSettings, tcp: readonly TcpService[], httpPort: number, httpsServed: boolean, statsServed: boolean) {
   const taken = new Map<number, string>([[httpPort, 'httpPort']]);
-  if (https && s.httpsPort) taken.set(s.httpsPort, 'httpsPort');
-  if (stats && s.statsPort) taken.set(s.statsPort, 'statsPort');
-  const tcpFrontends: Array<{ frontend: string; backend: string; binds: Words[] }> = [];
+  if (httpsServed && s.httpsPort) taken.set(s.httpsPort, 'httpsPort');
+  if (statsServed && s.statsPort) taken.set(s.statsPort, 'statsPort');
+  const frontends: Array<{ frontend: string; backend: string; binds: Words[] }> = [];
   for (const svc of tcp) {
     const binds: Words[] = [];
     for (const port of svc.ports) {
@@ -377,49 +422,30 @@ export function renderConfig(input: RenderInput): Rendered {
       binds.push(bindWords(s.bindAddress, port));
     }
     if (binds.length === 0) continue;
-    tcpFrontends.push({ frontend: assertProxyName(`fe-tcp-${svc.name}`), backend: backendName(svc), binds });
+    frontends.push({ frontend: assertProxyName(`fe-tcp-${svc.name}`), backend: backendName(svc), binds });
   }
+  return frontends;
+}
 
-  // ---- backends
-  const backends = [...http, ...tcp].map((svc) => {
-    const name = assertProxyName(backendName(svc), 'backend name');
-    const o = svc.options;
-    const slots = assertInt(capacity.get(name) ?? defaultSlots(svc), 1, MAX_SLOTS, `capacity of ${name}`);
-    const tls = svc.kind === 'http' && svc.sslPassthrough;
-    const healthPath = svc.kind === 'http' && o.healthPath !== null ? assertHealthPath(o.healthPath, svc.name) : null;
-    const slotLine: Words = [SLOT_PREFIX, `1-${slots}`, 'slot.invalid:1', 'check', 'disabled', 'init-addr', 'last,0.0.0.0'];
-    if (o.maxconn !== null) slotLine.push('maxconn', String(assertInt(o.maxconn, 1, 10_000_000, `maxconn of ${svc.name}`)));
-    // A passthrough upstream speaks TLS: its HTTP check must too.
-    if (tls && healthPath !== null) slotLine.push('check-ssl', 'verify', 'none');
-    return {
-      name,
-      hash: structureHash(svc),
-      mode: svc.kind === 'tcp' || tls ? 'tcp' : 'http',
-      balance: assertBalance(o.balance, svc.name),
-      healthPath,
-      slotLine,
-    };
-  });
-
-  const view = {
-    revision: registry.revision,
-    maxconn,
-    adminSocket,
-    serverStateFile,
-    log: log_,
-    check: (({ interMs, fastinterMs, downinterMs, rise, fall }) => ({ inter: ms(interMs), fastinter: ms(fastinterMs), downinter: ms(downinterMs), rise: String(rise), fall: String(fall) }))(checkTiming(inter)),
-    httpFrontends,
-    urlRegs,
-    hostsMap,
-    httpDefault,
-    https,
-    noRoute: NO_ROUTE_BACKEND,
-    tcp: tcpFrontends,
-    backends,
-    stats,
+/** One backend: mode, balance, health check and the server-template line of its slots. */
+function backendView(svc: Service, capacity: ReadonlyMap<string, number>) {
+  const name = assertProxyName(backendName(svc), 'backend name');
+  const o = svc.options;
+  const slots = assertInt(capacity.get(name) ?? defaultSlots(svc), 1, MAX_SLOTS, `capacity of ${name}`);
+  const tls = svc.kind === 'http' && svc.sslPassthrough;
+  const healthPath = svc.kind === 'http' && o.healthPath !== null ? assertHealthPath(o.healthPath, svc.name) : null;
+  const slotLine: Words = [SLOT_PREFIX, `1-${slots}`, 'slot.invalid:1', 'check', 'disabled', 'init-addr', 'last,0.0.0.0'];
+  if (o.maxconn !== null) slotLine.push('maxconn', String(assertInt(o.maxconn, 1, 10_000_000, `maxconn of ${svc.name}`)));
+  // A passthrough upstream speaks TLS: its HTTP check must too.
+  if (tls && healthPath !== null) slotLine.push('check-ssl', 'verify', 'none');
+  return {
+    name,
+    hash: structureHash(svc),
+    mode: svc.kind === 'tcp' || tls ? 'tcp' : 'http',
+    balance: assertBalance(o.balance, svc.name),
+    healthPath,
+    slotLine,
   };
-  const config = templateEngine().render('@haproxy.cfg', view);
-  return { config, files };
 }
 
 function assertBalance(v: unknown, svc: string): string {
