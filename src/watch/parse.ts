@@ -393,28 +393,19 @@ export function parseRegistry(kvs: Iterable<{ key: string; value: string }>, pre
 
   for (const d of sorted) {
     const upstreams = buildUpstreams(d, reject);
-    let options: ServiceOptions = DEFAULT_OPTIONS;
-    const opt = d.fields.get('options');
-    if (opt) {
-      const p = parseOptions(opt.value, d.kind);
-      if (p.ok) options = p.value;
-      else reject(opt.key, `${p.reason}; using defaults`);
-    }
+    // An optional field: its parsed value, or `fallback` when absent or rejected.
+    const field = <T>(name: string, parse: (v: string) => Parsed<T>, fallback: T, onReject = ''): T => {
+      const f = d.fields.get(name);
+      if (!f) return fallback;
+      const p = parse(f.value);
+      if (p.ok) return p.value;
+      reject(f.key, `${p.reason}${onReject}`);
+      return fallback;
+    };
+    const options = field<ServiceOptions>('options', (v) => parseOptions(v, d.kind), DEFAULT_OPTIONS, '; using defaults');
     if (d.kind === 'http') {
-      let domains: string[] = [];
-      const dom = d.fields.get('domain');
-      if (dom) {
-        const p = parseDomains(dom.value);
-        if (p.ok) domains = p.value;
-        else reject(dom.key, p.reason);
-      }
-      let urlReg: string | null = null;
-      const ur = d.fields.get('url_reg');
-      if (ur) {
-        const p = parseUrlReg(ur.value);
-        if (p.ok) urlReg = p.value;
-        else reject(ur.key, p.reason);
-      }
+      const domains = field<string[]>('domain', parseDomains, []);
+      const urlReg = field<string | null>('url_reg', parseUrlReg, null);
       const ssl = d.fields.get('sslpass');
       http.set(d.name, Object.freeze({
         kind: 'http',
@@ -426,13 +417,7 @@ export function parseRegistry(kvs: Iterable<{ key: string; value: string }>, pre
         sslPassthrough: ssl ? isTruthyFlag(ssl.value) : false,
       }));
     } else {
-      let ports: number[] = [];
-      const pv = d.fields.get('ports');
-      if (pv) {
-        const p = parsePorts(pv.value);
-        if (p.ok) ports = p.value;
-        else reject(pv.key, p.reason);
-      }
+      const ports = field<number[]>('ports', parsePorts, []);
       tcp.set(d.name, Object.freeze({ kind: 'tcp', name: d.name, upstreams, options, ports: Object.freeze(ports) }));
     }
   }
