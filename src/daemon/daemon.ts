@@ -1,9 +1,9 @@
 /**
  * The daemon: one-way flow. The watcher turns etcd into a typed Registry and only ever
  * requests a pass; a single queue (concurrency 1) runs passes, each of which observes
- * HAProxy, plans (pure), and applies the plan: runtime operations in one batch, or a
- * render + validated + guarded reload when the plan's reasons demand it. Nothing else
- * talks to HAProxy, so nothing races.
+ * HAProxy, plans (pure), decides about a reload (pure, reconcile/decide.ts) and executes:
+ * a render + validated + guarded reload when decided, then the runtime operations in one
+ * batch. Nothing else talks to HAProxy, so nothing races.
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
