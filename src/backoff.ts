@@ -20,3 +20,23 @@ export function backoffDelay(attempt: number, opts: BackoffOptions = {}): number
   const jitter = opts.jitter ?? 0;
   return jitter > 0 ? Math.round(base * (1 - jitter + Math.random() * 2 * jitter)) : base;
 }
+
+/** The same rule with the attempt count kept: `next()` doubles, `reset()` starts over. */
+export class Backoff {
+  readonly #opts: BackoffOptions;
+  #attempt = 0;
+
+  constructor(opts: BackoffOptions = {}) {
+    this.#opts = opts;
+  }
+
+  /** The delay before the next retry; each call doubles the following one (up to maxMs). */
+  next(): number {
+    return backoffDelay(this.#attempt++, this.#opts);
+  }
+
+  /** After a success: the next delay is `initialMs` again. */
+  reset(): void {
+    this.#attempt = 0;
+  }
+}

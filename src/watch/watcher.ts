@@ -28,7 +28,7 @@
 import { Range, type Etcd3, type IDuplexStream, type IWatchRequest, type IWatchResponse } from 'etcd3';
 import { ConfigError, EtcdUnavailableError } from '../errors.js';
 import { logger } from '../log.js';
-import { backoffDelay } from '../backoff.js';
+import { Backoff } from '../backoff.js';
 import type { Registry, Rejection } from '../model.js';
 import { asEtcdError, createEtcdClient, validateEndpoints, type EtcdAuthOptions, type EtcdTlsOptions } from './client.js';
 import { normalizePrefix, parseRegistry } from './parse.js';
@@ -137,6 +137,7 @@ export class RegistryWatcher {
   #ignoredKeys = new Set<string>();
   #stale = false;
   #failures = 0;
+  readonly #backoff: Backoff;
 
   #batchStart: number | null = null;
   #batchChanges = 0;
@@ -159,6 +160,7 @@ export class RegistryWatcher {
     this.#backoffMax = Math.max(this.#backoffInitial, nonNegative('backoff.maxMs', opts.backoff?.maxMs ?? 5000));
     this.#requestTimeoutMs = nonNegative('requestTimeoutMs', opts.requestTimeoutMs ?? 5000) || 5000;
     this.#pageSize = Math.max(1, Math.floor(opts.pageSize ?? 1000));
+    this.#backoff = new Backoff({ initialMs: this.#backoffInitial, maxMs: this.#backoffMax, jitter: 0.2 });
     this.#opts = opts;
   }
 
@@ -339,6 +341,7 @@ export class RegistryWatcher {
     this.#batchChanges = 0;
     this.#transition('watching');
     this.#failures = 0;
+    this.#backoff.reset();
     const wasStale = this.#stale;
     this.#stale = false;
     if (!first) this.stats.resyncs++;
@@ -402,7 +405,7 @@ export class RegistryWatcher {
   }
 
   #nextBackoff(): number {
-    return backoffDelay(this.#failures - 1, { initialMs: this.#backoffInitial, maxMs: this.#backoffMax, jitter: 0.2 });
+    return this.#backoff.next();
   }
 
   // ---------------------------------------------------------------- batching and emission
