@@ -22,7 +22,8 @@
 import path from 'node:path';
 import { backendName, type Registry, type Service } from '../src/model.js';
 import { MasterClient } from '../src/runtime/index.js';
-import { defaultSettings, renderConfig, writeRendered, type RenderSettings } from '../src/render/index.js';
+import { defaultSettings, renderConfig, type RenderSettings } from '../src/render/index.js';
+import { writeRendered } from '../src/reload/index.js';
 import { RegistryWatcher } from '../src/watch/index.js';
 import { startHaproxy, socketCommand, waitFor, type HaproxyHandle } from '../testkit/index.js';
 

@@ -2,21 +2,25 @@
  * `haproxy-updater <command>`: run, register, deregister, render, plan, status.
  * Flags and env vars come from the table in config.ts.
  */
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { readFileSync, readdirSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
 import { parseArgv, Flags, helpText, type Command } from './config.js';
 import { ConfigError, UpdaterError } from './errors.js';
 import { rootLogger, logger } from './log.js';
-import { Daemon, type DaemonOptions } from './daemon.js';
-import { parseRegistry, registerUpstream, deregisterUpstream, parseUpstreamValue, createEtcdClient } from './watch/index.js';
-import { renderConfig, defaultSettings, atomicWrite, type RenderSettings } from './render/index.js';
-import { plan as makePlan, describePlan, initialCapacity, isClearedAddr } from './reconcile/index.js';
-import { RuntimeClient, MasterClient } from './runtime/index.js';
-import { observe } from './observe.js';
-import { backendName, type Registry } from './model.js';
+import {
+  Daemon,
+  serveEndpoints,
+  renderOnce,
+  writeRenderedFiles,
+  planOnce,
+  statusOnce,
+  defaultSettings,
+  type DaemonOptions,
+  type RenderSettings,
+  type StatusRow,
+} from './daemon/index.js';
+import { keepRegistered, deregisterUpstream, parseUpstreamValue } from './watch/index.js';
 
 const log = logger('cli');
 
@@ -68,19 +72,6 @@ function renderSettings(f: Flags): RenderSettings {
   };
 }
 
-async function loadRegistryOnce(etcd: ReturnType<typeof etcdOptions>): Promise<{ registry: Registry; rejections: { key: string; reason: string }[] }> {
-  // The shared client setup (as the watcher and register use): default roots when no CA
-  // is given, cert/key checked together, per-call deadlines, no circuit breaker.
-  const client = await createEtcdClient({ endpoints: etcd.endpoints, tls: etcd.tls, auth: etcd.auth });
-  try {
-    const res = await client.getAll().prefix(etcd.prefix + '/').exec();
-    const kvs = res.kvs.map((kv) => ({ key: kv.key.toString('utf8'), value: kv.value.toString('utf8') }));
-    return parseRegistry(kvs, etcd.prefix, String(res.header.revision));
-  } finally {
-    client.close();
-  }
-}
-
 async function cmdRun(f: Flags): Promise<number> {
   const stateDir = f.path('state-dir')!;
   const mode = f.str('haproxy') as 'managed' | 'external';
@@ -109,31 +100,7 @@ async function cmdRun(f: Flags): Promise<number> {
   };
   const listen = f.hostPort('listen');
   const daemon = new Daemon(opts);
-  let server: http.Server | null = null;
-  if (listen) {
-    server = http.createServer((req, res) => {
-      void (async () => {
-        if (req.url === '/healthz') {
-          res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
-        } else if (req.url === '/readyz') {
-          const r = daemon.readiness();
-          res.writeHead(r.ready ? 200 : 503, { 'content-type': 'text/plain' }).end(r.ready ? 'ready\n' : r.reasons.join('\n') + '\n');
-        } else if (req.url === '/metrics') {
-          res.writeHead(200, { 'content-type': daemon.metrics.registry.contentType }).end(await daemon.metrics.registry.metrics());
-        } else {
-          res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
-        }
-      })().catch((err: unknown) => {
-        log.error({ err }, 'http handler failed');
-        if (!res.headersSent) res.writeHead(500).end();
-      });
-    });
-    await new Promise<void>((resolve, reject) => {
-      server!.once('error', (err) => reject(new ConfigError(`--listen: cannot listen on ${listen.host}:${listen.port}`, { flag: 'listen' }, { cause: err })));
-      server!.listen(listen.port, listen.host, () => resolve());
-    });
-    log.info({ listen: `${listen.host}:${listen.port}` }, 'serving /healthz, /readyz, /metrics');
-  }
+  const server = listen ? await serveEndpoints(daemon, listen) : null;
   let stopping: Promise<void> | null = null;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -183,33 +150,11 @@ async function cmdRegister(f: Flags): Promise<number> {
     domains: domains.length ? domains : undefined,
     ttlSec: Math.max(1, Math.round(ttlMs / 1000)),
   };
-  const stop = new Promise<'stop'>((resolve) => {
-    process.once('SIGTERM', () => resolve('stop'));
-    process.once('SIGINT', () => resolve('stop'));
+  const stop = new Promise<void>((resolve) => {
+    process.once('SIGTERM', () => resolve());
+    process.once('SIGINT', () => resolve());
   });
-  // A registrar outlives etcd outages: a lost lease (etcd away longer than the TTL) or an
-  // unreachable etcd is retried with backoff; bad input is not.
-  for (let attempt = 0; ; ) {
-    let reg: Awaited<ReturnType<typeof registerUpstream>>;
-    try {
-      reg = await registerUpstream(opts);
-    } catch (err) {
-      if (!(err instanceof UpdaterError && err.recoverable)) throw err;
-      const delay = Math.min(5000, 250 * 2 ** attempt++);
-      log.warn({ err, delayMs: delay }, 'etcd unreachable: registering again shortly');
-      if ((await Promise.race([stop, new Promise<'retry'>((r) => setTimeout(() => r('retry'), delay))])) === 'stop') return 0;
-      continue;
-    }
-    attempt = 0;
-    log.info({ kind, service, id, addr: addrText, ttlMs }, 'registered; keeping the lease alive until SIGINT/SIGTERM');
-    const outcome = await Promise.race([stop, reg.lost.then(() => 'lost' as const)]);
-    if (outcome === 'stop') {
-      await reg.close();
-      break;
-    }
-    log.warn({ service, id }, 'lease lost (etcd unreachable for longer than the TTL): registering again');
-  }
-  log.info({ service, id }, 'deregistered');
+  await keepRegistered(opts, stop);
   return 0;
 }
 
@@ -220,82 +165,55 @@ async function cmdDeregister(f: Flags): Promise<number> {
 }
 
 async function cmdRender(f: Flags): Promise<number> {
-  const { registry, rejections } = await loadRegistryOnce(etcdOptions(f));
+  const { rendered, rejections } = await renderOnce(etcdOptions(f), renderSettings(f));
   for (const r of rejections) log.warn({ key: r.key, reason: r.reason }, 'registry entry rejected');
-  const settings = renderSettings(f);
-  const rendered = renderConfig({ registry, capacity: initialCapacity(registry), settings });
   const out = f.path('out');
   if (!out) {
     process.stdout.write(rendered.config);
     return 0;
   }
-  await mkdir(path.dirname(out), { recursive: true });
-  for (const [file, content] of rendered.files) {
-    await mkdir(path.dirname(file), { recursive: true });
-    await atomicWrite(file, content);
-  }
-  await atomicWrite(out, rendered.config);
+  await writeRenderedFiles(out, rendered);
   log.info({ out, files: [...rendered.files.keys()] }, 'rendered');
   return 0;
 }
 
-/** What status needs: where the sockets and maps are, not how to render. */
-function socketSettings(f: Flags): Pick<RenderSettings, 'adminSocket' | 'hostsMap' | 'sniMap'> {
-  const base = defaultSettings(f.path('state-dir')!);
-  return { adminSocket: f.path('runtime-socket') ?? base.adminSocket, hostsMap: base.hostsMap, sniMap: base.sniMap };
-}
-
-async function connectHaproxy(f: Flags, settings: Pick<RenderSettings, 'adminSocket' | 'hostsMap' | 'sniMap'>) {
-  const runtime = new RuntimeClient({ path: settings.adminSocket }, { timeoutMs: 5000 });
-  const stateDir = f.path('state-dir')!;
-  const cfg = await readFile(path.join(stateDir, 'haproxy.cfg'), 'utf8').catch(() => '');
-  const observed = await observe(runtime, settings, cfg);
-  return { runtime, observed };
-}
-
 async function cmdPlan(f: Flags): Promise<number> {
-  const { registry, rejections } = await loadRegistryOnce(etcdOptions(f));
+  // renderSettings: the same flag checks as `run` (and its runtime socket).
   const settings = renderSettings(f);
-  const { observed } = await connectHaproxy(f, settings);
-  const p = makePlan(registry, observed, { now: Date.now(), drainTimeoutMs: f.ms('drain-timeout'), holdUntilHealthy: f.bool('hold-until-healthy'), drainStartedAt: new Map() });
+  const { lines, rejections } = await planOnce({
+    etcd: etcdOptions(f),
+    stateDir: f.path('state-dir')!,
+    runtimeSocket: settings.adminSocket,
+    drainTimeoutMs: f.ms('drain-timeout'),
+    holdUntilHealthy: f.bool('hold-until-healthy'),
+  });
   for (const r of rejections) process.stdout.write(`rejected  ${r.key}: ${r.reason}\n`);
-  process.stdout.write(describePlan(p).join('\n') + '\n');
+  process.stdout.write(lines.join('\n') + '\n');
   return 0;
 }
 
+const STATUS_COLUMNS: ReadonlyArray<[string, (r: StatusRow) => string]> = [
+  ['BACKEND', (r) => r.backend],
+  ['SLOT', (r) => r.slot],
+  ['UPSTREAM', (r) => r.upstream],
+  ['ADDRESS', (r) => r.address],
+  ['ADMIN', (r) => r.admin],
+  ['STATUS', (r) => r.status],
+  ['CHECK', (r) => r.check],
+  ['SESSIONS', (r) => String(r.sessions)],
+];
+
 async function cmdStatus(f: Flags): Promise<number> {
-  const settings = socketSettings(f);
-  const { observed } = await connectHaproxy(f, settings);
-  const master = new MasterClient({ path: f.path('master-socket') ?? path.join(f.path('state-dir')!, 'master.sock') });
-  const proc = await master.showProc().catch(() => null);
-  let registry: Registry | null = null;
-  try {
-    registry = (await loadRegistryOnce(etcdOptions(f))).registry;
-  } catch (err) {
-    log.warn({ err }, 'etcd unreachable: showing HAProxy only');
-  }
-  const byAddr = new Map<string, string>();
-  for (const svc of [...(registry?.http.values() ?? []), ...(registry?.tcp.values() ?? [])]) {
-    for (const u of svc.upstreams.values()) byAddr.set(`${backendName(svc)}|${u.addr}:${u.port}`, u.id);
-  }
-  const rows: string[][] = [['BACKEND', 'SLOT', 'UPSTREAM', 'ADDRESS', 'ADMIN', 'STATUS', 'CHECK', 'SESSIONS']];
-  for (const be of [...observed.backends.values()].sort((a, b) => a.name.localeCompare(b.name))) {
-    for (const s of be.servers) {
-      const free = s.maint && isClearedAddr(s.addr, s.port);
-      rows.push([
-        be.name,
-        s.name,
-        free ? '-' : (byAddr.get(`${be.name}|${s.addr}:${s.port}`) ?? '?'),
-        free ? '(free)' : `${s.addr}:${s.port}`,
-        s.maint ? 'maint' : s.drain ? 'drain' : 'ready',
-        s.status,
-        s.checkStatus,
-        String(s.scur),
-      ]);
-    }
-  }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  const lines = rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
+  const { proc, rows, registryError } = await statusOnce({
+    etcd: etcdOptions(f),
+    stateDir: f.path('state-dir')!,
+    runtimeSocket: f.path('runtime-socket'),
+    masterSocket: f.path('master-socket'),
+  });
+  if (registryError) log.warn({ err: registryError }, 'etcd unreachable: showing HAProxy only');
+  const table = [STATUS_COLUMNS.map(([h]) => h), ...rows.map((r) => STATUS_COLUMNS.map(([, cell]) => cell(r)))];
+  const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => (r[i] ?? '').length)));
+  const lines = table.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
   if (proc) lines.unshift(`haproxy master ${proc.masterPid}: ${proc.reloads} reloads (failed: ${proc.failed}), workers ${proc.workers.map((w) => w.pid).join(',')}`);
   process.stdout.write(lines.join('\n') + '\n');
   return 0;

@@ -25,6 +25,8 @@ export interface Upstream {
 }
 
 export type Balance = 'roundrobin' | 'leastconn' | 'first' | 'source' | 'static-rr' | 'random';
+/** Every Balance, in the order error messages list them. */
+export const BALANCES: readonly Balance[] = Object.freeze(['roundrobin', 'leastconn', 'first', 'source', 'static-rr', 'random']);
 
 /** Per-service settings from `<prefix>/{http,tcp}-services/<svc>/options` (JSON). */
 export interface ServiceOptions {
@@ -102,6 +104,52 @@ export function backendName(svc: Pick<Service, 'kind' | 'name'> & { sslPassthrou
 /** The http service whose backend is the `default_backend` (as in the seed's template). */
 export const DEFAULT_SERVICE = 'default';
 
+// ------------------------------------------------------------------ value rules (one owner each)
+
+/** Longest accepted `healthPath`. */
+export const MAX_HEALTH_PATH_LENGTH = 256;
+const HEALTH_PATH_RE = /^\/[\x21-\x7e]*$/;
+// HAProxy 2.6 refuses `'` and `"` in `option httpchk GET <path>` (checked with haproxy -c),
+// reads `#` as a comment and `\` as an escape, expands `$` in quoted words; `;` and the
+// backtick are refused by the template's word filter too.
+const HEALTH_PATH_UNSAFE = /[#;\\'"$`]/;
+
+/**
+ * The healthPath rule, for the registry parser and the template alike: starts with `/`,
+ * printable ASCII without whitespace, `#`, `;`, `\`, quotes, `$` or backtick, at most
+ * MAX_HEALTH_PATH_LENGTH characters. Returns why `value` is refused, or null.
+ */
+export function healthPathProblem(value: string): string | null {
+  if (value.length > MAX_HEALTH_PATH_LENGTH) return `longer than ${MAX_HEALTH_PATH_LENGTH}`;
+  if (!HEALTH_PATH_RE.test(value) || HEALTH_PATH_UNSAFE.test(value)) return 'must start with / and be printable ASCII without whitespace, # ; \\ \' " $ `';
+  return null;
+}
+
+/** `addr:port`, an IPv6 address in brackets (`[::1]:80`): what HAProxy, etcd values and logs take. */
+export function formatAddrPort(addr: string, port: number): string {
+  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
+}
+
+/** Upper bound on slots per backend (a typo in capacity must not render 10^6 servers). */
+export const MAX_SLOTS = 4096;
+
+/** Smallest power of two ≥ n (1 for n ≤ 1). */
+export function nextPowerOfTwo(n: number): number {
+  if (!(n > 1)) return 1;
+  return 2 ** Math.ceil(Math.log2(Math.ceil(n)));
+}
+
+/**
+ * The slot capacity rule: template slots of a backend = max(minSlots, next power of two ≥
+ * max(needed, keep)), at most MAX_SLOTS. Growing geometrically makes scaling 1 → N cost at
+ * most O(log N) reloads. `keep` is the highest slot index that must survive a reload (a
+ * slot holding a desired upstream), so a render never cuts a serving upstream off.
+ */
+export function slotCapacity(needed: number, minSlots: number, keep = 0): number {
+  const min = Math.max(1, Math.floor(minSlots));
+  return Math.min(MAX_SLOTS, Math.max(min, nextPowerOfTwo(Math.max(0, needed, keep))));
+}
+
 /** Prefix of the `server-template` slot names (`s1`..`sN`). */
 export const SLOT_PREFIX = 's';
 /** Prefix of runtime-added overflow servers (`x1`..), which do not survive a reload. */
@@ -125,4 +173,40 @@ export function structureKey(svc: Service): string {
 /** 16 hex chars of sha256(structureKey(svc)): what `# structure <hash>` lines carry. */
 export function structureHash(svc: Service): string {
   return createHash('sha256').update(structureKey(svc)).digest('hex').slice(0, 16);
+}
+
+// ------------------------------------------------------------------ server admin state
+
+/** `srv_admin_state` flags (HAProxy `enum srv_admin`). */
+export const SRV_ADMIN = Object.freeze({
+  /** Forced into maintenance (`state maint`). */
+  FMAINT: 0x01,
+  /** Maintenance inherited from a tracked server. */
+  IMAINT: 0x02,
+  /** `disabled` in the config; stays set after `state ready`, so it alone is NOT maintenance. */
+  CMAINT: 0x04,
+  /** Forced drain (`state drain`). */
+  FDRAIN: 0x08,
+  /** Drain inherited from a tracked server. */
+  IDRAIN: 0x10,
+  /** Maintenance because address resolution failed. */
+  RMAINT: 0x20,
+  /** FQDN set from the CLI. */
+  HMAINT: 0x40,
+});
+
+/** `srv_op_state` values. */
+export const SRV_OP = Object.freeze({ STOPPED: 0, STARTING: 1, RUNNING: 2, STOPPING: 3 });
+
+/** Check state flag CHK_ST_ENABLED (`show servers state` srv_check_state). */
+export const CHK_ST_ENABLED = 0x04;
+
+/** Maintenance of any kind that stops traffic (forced, inherited or resolution); CMAINT alone is not (mask 0x23). */
+export function adminIsMaint(admin: number): boolean {
+  return (admin & (SRV_ADMIN.FMAINT | SRV_ADMIN.IMAINT | SRV_ADMIN.RMAINT)) !== 0;
+}
+
+/** Draining (forced or inherited). A server can be both draining and in maintenance. */
+export function adminIsDrain(admin: number): boolean {
+  return (admin & (SRV_ADMIN.FDRAIN | SRV_ADMIN.IDRAIN)) !== 0;
 }

@@ -1,6 +1,6 @@
 /**
- * Desired content of the hosts and sni maps. Pure; shared by the planner (runtime map
- * ops) and usable by the renderer (map files at reload), so both agree on conflicts.
+ * Desired content of the hosts and sni maps. Pure; the one owner of the map rule, used by
+ * the planner (runtime map ops) and the renderer (map files at reload), so both agree.
  */
 
 import { backendName, type Registry } from '../model.js';
@@ -26,7 +26,7 @@ export interface DesiredMaps {
 /**
  * Each map routes a domain to one service: when several services of the same map claim a
  * domain, the lexicographically first service name wins (deterministic, independent of
- * etcd order; the same rule as src/render's map files), the others are reported in
+ * etcd order), the others are reported in
  * `conflicts`. The two maps are separate routing tables (sni: passthrough on the TLS
  * port, hosts: Host header), so one passthrough and one plain http service may share a
  * domain.

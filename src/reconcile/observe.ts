@@ -6,15 +6,10 @@
 
 import { isSlotName } from './slots.js';
 import type { ObservedBackend, ObservedServer, ObservedState } from './types.js';
+import { adminIsMaint, adminIsDrain, CHK_ST_ENABLED, SRV_OP } from '../model.js';
 
-// The flag values and their meaning live with the parser that reads them.
-import { isMaint, isDrain } from '../runtime/servers.js';
-
-/** Check state flag CHK_ST_ENABLED (`show servers state` srv_check_state). */
-export const CHK_ST_ENABLED = 0x04;
-
-export const adminIsMaint = (admin: number): boolean => isMaint({ srvAdminState: admin });
-export const adminIsDrain = (admin: number): boolean => isDrain({ srvAdminState: admin });
+// The admin flag meanings are part of the model; re-exported for the planner's callers.
+export { adminIsMaint, adminIsDrain, CHK_ST_ENABLED };
 
 type Num = number | string;
 
@@ -71,7 +66,7 @@ export function observeState(input: ObserveInput): ObservedState {
       port: num(r.srvPort),
       maint: adminIsMaint(admin),
       drain: adminIsDrain(admin),
-      up: num(r.srvOpState) === 2,
+      up: num(r.srvOpState) === SRV_OP.RUNNING,
       weight: num(r.srvUweight, 1),
       scur: num(st?.scur),
       qcur: num(st?.qcur),

@@ -37,7 +37,7 @@
  * new one is UP or its check fails. Without hold, a new server is UP at once.
  */
 
-import { backendName, structureHash, type Balance, type Registry, type Service, type Upstream } from '../model.js';
+import { backendName, formatAddrPort as fmtAddr, structureHash, type Balance, type Registry, type Service, type Upstream } from '../model.js';
 import { desiredMaps, MAP_NAMES } from './domains.js';
 import {
   addrKey,
@@ -51,7 +51,6 @@ import {
   slotIndex,
 } from './slots.js';
 import type {
-  MapName,
   ObservedBackend,
   ObservedServer,
   ObservedState,
@@ -87,10 +86,6 @@ export function checkFailed(s: ObservedServer): boolean {
 
 export function serverKey(backend: string, server: string): string {
   return `${backend}/${server}`;
-}
-
-function fmtAddr(addr: string, port: number): string {
-  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
 }
 
 function emptySummary(): PlanSummary {
@@ -234,9 +229,30 @@ function isFreeSlot(s: ObservedServer): boolean {
   );
 }
 
+/**
+ * What one backend's placements add up to: desired ready servers that are (or at once will
+ * be) UP, those coming up with no check verdict yet, upstreams not in template slots, and
+ * the highest slot index holding a desired upstream.
+ */
+interface Tally {
+  serving: number;
+  warming: number;
+  notInSlots: number;
+  keep: number;
+}
+
+/** One desired upstream and where it goes, with what every placement needs to know. */
+interface Placed {
+  readonly be: string;
+  readonly u: Upstream;
+  /** Weight to apply (static LB algorithms take only 0 and the initial one). */
+  readonly weight: number;
+  /** `addr:port` for op reasons. */
+  readonly addr: string;
+}
+
 function planBackend(p: Pass, svc: Service, ob: ObservedBackend): void {
   const be = ob.name;
-  const hold = p.ctx.holdUntilHealthy;
   const isStatic = STATIC_LB.has(svc.options.balance);
   const a = assignSlots(svc.upstreams.values(), ob.servers, { allowOverflow: !isStatic });
   p.summary.upstreams += a.upstreams.length;
@@ -252,112 +268,27 @@ function planBackend(p: Pass, svc: Service, ob: ObservedBackend): void {
     return FREE_WEIGHT;
   };
 
-  let serving = 0; // desired ready servers that are (or at once will be) UP
-  let warming = 0; // desired ready servers coming up, no check verdict yet
-  let notInSlots = 0;
-  let keep = 0;
-
+  const t: Tally = { serving: 0, warming: 0, notInSlots: 0, keep: 0 };
   for (const { upstream: u, placement } of a.upstreams) {
-    const w = weightFor(u);
-    const addr = fmtAddr(u.addr, u.port);
+    const x: Placed = { be, u, weight: weightFor(u), addr: fmtAddr(u.addr, u.port) };
     switch (placement.kind) {
-      case 'existing': {
-        const s = placement.server;
-        const name = s.name;
-        const idx = slotIndex(name);
-        if (idx !== null) keep = Math.max(keep, idx);
-        else notInSlots++;
-        const b = (why: string) => ({ backend: be, server: name, why: `${why} (${u.id} ${addr})` });
-        if (s.dynamic && s.checkEnabled === false) p.make.push({ ...b('checks were not enabled'), kind: 'enable-health' });
-        if (s.weight !== w) p.make.push({ ...b(`weight ${s.weight} -> ${w}`), kind: 'set-weight', weight: w });
-        if (u.state === 'ready') {
-          if (s.maint) {
-            if (s.dynamic) {
-              if (!hold || checkPassed(s)) {
-                p.make.push({ ...b(hold ? 'check passed, activate' : 'activate'), kind: 'set-state', state: 'ready' });
-                p.summary.activated++;
-                serving++;
-              } else {
-                p.summary.waitingForHealth++;
-                p.pending = true;
-                if (!checkFailed(s)) warming++;
-              }
-            } else {
-              p.make.push(...activation(be, name, hold, `activate (${u.id} ${addr})`));
-              p.summary.activated++;
-              if (hold) warming++;
-              else serving++;
-            }
-          } else if (s.drain) {
-            p.make.push({ ...b('state drain -> ready'), kind: 'set-state', state: 'ready' });
-            p.summary.stateChanges++;
-            if (s.up) serving++;
-          } else if (s.up) {
-            serving++;
-          } else if (!checkFailed(s)) {
-            warming++;
-          }
-        } else if (u.state === 'drain') {
-          if (!s.drain || s.maint) {
-            p.brk.push({ ...b('drain requested'), kind: 'set-state', state: 'drain' });
-            p.summary.stateChanges++;
-          }
-        } else if (!s.maint) {
-          p.brk.push({ ...b('maint requested'), kind: 'set-state', state: 'maint' });
-          p.summary.stateChanges++;
-        }
+      case 'existing':
+        placeExisting(p, t, x, placement.server);
         break;
-      }
-      case 'slot': {
-        const s = placement.server;
-        const idx = slotIndex(s.name);
-        if (idx !== null) keep = Math.max(keep, idx);
-        const why = `add ${u.id} ${addr}`;
-        const op = { backend: be, server: s.name, why };
-        if (!s.maint) p.make.push({ ...op, kind: 'set-state', state: 'maint' });
-        p.make.push({ ...op, kind: 'set-addr', addr: u.addr, port: u.port });
-        if (s.weight !== w) p.make.push({ ...op, kind: 'set-weight', weight: w });
-        if (u.state === 'ready') {
-          p.make.push(...activation(be, s.name, hold, why));
-          p.summary.activated++;
-          if (hold) warming++;
-          else serving++;
-        } else if (u.state === 'drain') {
-          p.make.push({ ...op, kind: 'set-state', state: 'drain' });
-        }
-        p.summary.placed++;
+      case 'slot':
+        placeInSlot(p, t, x, placement.server);
         break;
-      }
-      case 'overflow': {
-        notInSlots++;
-        const why = `add ${u.id} ${addr} (overflow: no free slot)`;
-        const op = { backend: be, server: placement.name, why };
-        p.make.push({ ...op, kind: 'add-server', addr: u.addr, port: u.port, weight: w, maxconn: svc.options.maxconn });
-        p.make.push({ ...op, kind: 'enable-health' });
-        if (u.state === 'drain') {
-          p.make.push({ ...op, kind: 'set-state', state: 'drain' });
-        } else if (u.state === 'ready') {
-          if (hold) {
-            p.summary.waitingForHealth++;
-            p.pending = true;
-            warming++;
-          } else {
-            p.make.push({ ...op, kind: 'set-state', state: 'ready' });
-            p.summary.activated++;
-            serving++;
-          }
-        }
-        p.summary.overflowAdded++;
+      case 'overflow':
+        placeOverflow(p, t, x, placement.name, svc.options.maxconn);
         break;
-      }
       case 'none':
-        notInSlots++;
+        t.notInSlots++;
         p.summary.unplaced++;
         break;
     }
   }
 
-  if (notInSlots > 0) {
+  if (t.notInSlots > 0) {
     p.reasons.push(
       isStatic
         ? {
@@ -369,19 +300,114 @@ function planBackend(p: Pass, svc: Service, ob: ObservedBackend): void {
         : {
             kind: 'capacity',
             backend: be,
-            detail: `${notInSlots} upstream(s) on overflow servers, ${ob.templateSlots} slot(s)`,
+            detail: `${t.notInSlots} upstream(s) on overflow servers, ${ob.templateSlots} slot(s)`,
             urgent: false,
           },
     );
   }
 
-  const deferDrains = hold && serving === 0 && warming > 0;
+  const deferDrains = p.ctx.holdUntilHealthy && t.serving === 0 && t.warming > 0;
   let busyOrphanSlots = 0;
   for (const s of a.orphans) {
     if (!s.dynamic && !(s.maint && s.scur === 0 && s.qcur === 0)) busyOrphanSlots++;
     retire(p, s, deferDrains, 'upstream removed');
   }
-  p.capacity.set(be, desiredCapacity(a.upstreams.length + busyOrphanSlots, svc.options.minSlots, keep));
+  p.capacity.set(be, desiredCapacity(a.upstreams.length + busyOrphanSlots, svc.options.minSlots, t.keep));
+}
+
+/** The upstream is already on server `s`: bring weight and requested state in line. */
+function placeExisting(p: Pass, t: Tally, x: Placed, s: ObservedServer): void {
+  const { be, u } = x;
+  const hold = p.ctx.holdUntilHealthy;
+  const name = s.name;
+  const idx = slotIndex(name);
+  if (idx !== null) t.keep = Math.max(t.keep, idx);
+  else t.notInSlots++;
+  const b = (why: string) => ({ backend: be, server: name, why: `${why} (${u.id} ${x.addr})` });
+  if (s.dynamic && s.checkEnabled === false) p.make.push({ ...b('checks were not enabled'), kind: 'enable-health' });
+  if (s.weight !== x.weight) p.make.push({ ...b(`weight ${s.weight} -> ${x.weight}`), kind: 'set-weight', weight: x.weight });
+  if (u.state === 'ready') {
+    if (s.maint) {
+      if (s.dynamic) {
+        if (!hold || checkPassed(s)) {
+          p.make.push({ ...b(hold ? 'check passed, activate' : 'activate'), kind: 'set-state', state: 'ready' });
+          p.summary.activated++;
+          t.serving++;
+        } else {
+          p.summary.waitingForHealth++;
+          p.pending = true;
+          if (!checkFailed(s)) t.warming++;
+        }
+      } else {
+        p.make.push(...activation(be, name, hold, `activate (${u.id} ${x.addr})`));
+        p.summary.activated++;
+        if (hold) t.warming++;
+        else t.serving++;
+      }
+    } else if (s.drain) {
+      p.make.push({ ...b('state drain -> ready'), kind: 'set-state', state: 'ready' });
+      p.summary.stateChanges++;
+      if (s.up) t.serving++;
+    } else if (s.up) {
+      t.serving++;
+    } else if (!checkFailed(s)) {
+      t.warming++;
+    }
+  } else if (u.state === 'drain') {
+    if (!s.drain || s.maint) {
+      p.brk.push({ ...b('drain requested'), kind: 'set-state', state: 'drain' });
+      p.summary.stateChanges++;
+    }
+  } else if (!s.maint) {
+    p.brk.push({ ...b('maint requested'), kind: 'set-state', state: 'maint' });
+    p.summary.stateChanges++;
+  }
+}
+
+/** A new upstream into the free template slot `s`: maint → addr → weight → activation. */
+function placeInSlot(p: Pass, t: Tally, x: Placed, s: ObservedServer): void {
+  const { be, u } = x;
+  const hold = p.ctx.holdUntilHealthy;
+  const idx = slotIndex(s.name);
+  if (idx !== null) t.keep = Math.max(t.keep, idx);
+  const why = `add ${u.id} ${x.addr}`;
+  const op = { backend: be, server: s.name, why };
+  if (!s.maint) p.make.push({ ...op, kind: 'set-state', state: 'maint' });
+  p.make.push({ ...op, kind: 'set-addr', addr: u.addr, port: u.port });
+  if (s.weight !== x.weight) p.make.push({ ...op, kind: 'set-weight', weight: x.weight });
+  if (u.state === 'ready') {
+    p.make.push(...activation(be, s.name, hold, why));
+    p.summary.activated++;
+    if (hold) t.warming++;
+    else t.serving++;
+  } else if (u.state === 'drain') {
+    p.make.push({ ...op, kind: 'set-state', state: 'drain' });
+  }
+  p.summary.placed++;
+}
+
+/** No free slot: an overflow server `name` (add + enable health; ready at once or once checked). */
+function placeOverflow(p: Pass, t: Tally, x: Placed, name: string, maxconn: number | null): void {
+  const { be, u } = x;
+  t.notInSlots++;
+  const why = `add ${u.id} ${x.addr} (overflow: no free slot)`;
+  const op = { backend: be, server: name, why };
+  p.make.push({ ...op, kind: 'add-server', addr: u.addr, port: u.port, weight: x.weight, maxconn });
+  p.make.push({ ...op, kind: 'enable-health' });
+  if (u.state === 'drain') {
+    p.make.push({ ...op, kind: 'set-state', state: 'drain' });
+  } else if (u.state === 'ready') {
+    if (p.ctx.holdUntilHealthy) {
+      p.summary.waitingForHealth++;
+      p.pending = true;
+      t.warming++;
+    } else {
+      p.make.push({ ...op, kind: 'set-state', state: 'ready' });
+      p.summary.activated++;
+      t.serving++;
+    }
+  }
+  p.summary.overflowAdded++;
 }
 
 /** Leaving maint for traffic; with hold, kept DOWN until `rise` checks pass (notes §1). */
@@ -502,77 +528,6 @@ function planMaps(
     }
   }
   return out;
-}
-
-// ------------------------------------------------------------------ describe
-
-function mapRef(map: MapName): string {
-  return `<${map}.map>`;
-}
-
-/** One op as (roughly) the Runtime API command it becomes. */
-export function describeOp(o: Op): string {
-  switch (o.kind) {
-    case 'set-addr':
-      return `set server ${o.backend}/${o.server} addr ${o.addr} port ${o.port}`;
-    case 'set-state':
-      return `set server ${o.backend}/${o.server} state ${o.state}`;
-    case 'set-weight':
-      return `set server ${o.backend}/${o.server} weight ${o.weight}`;
-    case 'set-health':
-      return `set server ${o.backend}/${o.server} health ${o.health}`;
-    case 'add-server':
-      return `add server ${o.backend}/${o.server} ${fmtAddr(o.addr, o.port)} weight ${o.weight}${o.maxconn === null ? '' : ` maxconn ${o.maxconn}`} check`;
-    case 'enable-health':
-      return `enable health ${o.backend}/${o.server}`;
-    case 'del-server':
-      return `del server ${o.backend}/${o.server}`;
-    case 'map-add':
-      return `add map ${mapRef(o.map)} ${o.key} ${o.value}`;
-    case 'map-set':
-      return `set map ${mapRef(o.map)} ${o.key} ${o.value}`;
-    case 'map-del':
-      return `del map ${mapRef(o.map)} ${o.key}`;
-    case 'write-map-file':
-      return `write ${mapRef(o.map)} (${o.entries.length} entries)`;
-  }
-}
-
-/** Human-readable lines for logs and the `plan` command. */
-export function describePlan(pl: Plan): string[] {
-  const lines: string[] = [];
-  const urgent = pl.reasons.filter((r) => r.urgent);
-  if (pl.reload) lines.push(`reload: now (${urgent.map((r) => `${r.kind} ${r.backend}`).join(', ')})`);
-  else if (pl.reasons.length > 0) lines.push(`reload: with the next one (${pl.reasons.length} deferred reason(s))`);
-  else lines.push('reload: not needed');
-  for (const r of pl.reasons) lines.push(`reason ${r.urgent ? '[urgent] ' : ''}${r.kind} ${r.backend}: ${r.detail}`);
-  if (pl.ops.length === 0) lines.push('runtime: nothing to do');
-  for (const o of pl.ops) lines.push(`op ${describeOp(o)}  # ${o.why}`);
-  const s = pl.summary;
-  const counts = (
-    [
-      ['placed', s.placed],
-      ['overflow added', s.overflowAdded],
-      ['unplaced', s.unplaced],
-      ['activated', s.activated],
-      ['drains started', s.drainsStarted],
-      ['draining', s.drainsWaiting],
-      ['drains deferred', s.drainsDeferred],
-      ['slots returned', s.slotsReturned],
-      ['overflow deleted', s.overflowDeleted],
-      ['waiting for health', s.waitingForHealth],
-      ['weight changes', s.weightChanges],
-      ['state changes', s.stateChanges],
-      ['map changes', s.mapChanges],
-    ] as const
-  )
-    .filter(([, n]) => n > 0)
-    .map(([k, n]) => `${k} ${n}`);
-  lines.push(`summary: ${s.backends} backend(s), ${s.upstreams} upstream(s)${counts.length ? `; ${counts.join(', ')}` : ''}`);
-  lines.push(`capacity: ${[...pl.capacity].map(([b, n]) => `${b}=${n}`).join(' ') || '(none)'}`);
-  if (pl.pending) lines.push('pending: yes (plan again shortly)');
-  for (const w of s.warnings) lines.push(`warning: ${w}`);
-  return lines;
 }
 
 /**

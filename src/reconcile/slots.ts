@@ -7,7 +7,7 @@
  * addr:port is on some server keeps that server, also after an updater restart.
  */
 
-import { OVERFLOW_PREFIX, SLOT_PREFIX, type Upstream } from '../model.js';
+import { OVERFLOW_PREFIX, SLOT_PREFIX, nextPowerOfTwo, slotCapacity, type Upstream } from '../model.js';
 import type { ObservedServer } from './types.js';
 
 const SLOT_RE = new RegExp(`^${SLOT_PREFIX}([1-9][0-9]*)$`);
@@ -69,21 +69,8 @@ export function addrKey(addr: string, port: number): string {
   return `${addr.toLowerCase()}|${port}`;
 }
 
-export function nextPowerOfTwo(n: number): number {
-  if (!(n > 1)) return 1;
-  return 2 ** Math.ceil(Math.log2(Math.ceil(n)));
-}
-
-/**
- * Template slot count to render: max(minSlots, next power of two ≥ max(needed, keep)).
- * Growing geometrically makes scaling 1 → N cost at most O(log N) reloads. `keep` is
- * the highest slot index that must survive the reload (a slot holding a desired
- * upstream), so a render never cuts a serving upstream off.
- */
-export function desiredCapacity(needed: number, minSlots: number, keep = 0): number {
-  const min = Math.max(1, Math.floor(minSlots));
-  return Math.max(min, nextPowerOfTwo(Math.max(0, needed, keep)));
-}
+// The capacity rule is the model's (the renderer's default slot count uses it too).
+export { nextPowerOfTwo, slotCapacity as desiredCapacity };
 
 export type Placement =
   /** Already on this server (matched by addr:port). */

@@ -21,7 +21,7 @@ export interface ObservedServer {
    * In maintenance: admin state has FMAINT, IMAINT or RMAINT (HAProxy's SRV_ADMF_MAINT
    * mask 0x23). NOT CMAINT (0x04): that flag only records "disabled in the config" and
    * stays set on a template slot after `set server state ready` (admin 4 = ready slot,
-   * notes §6). See `isMaint()` in src/runtime/servers.ts.
+   * notes §6). See `adminIsMaint()` in src/model.ts.
    */
   readonly maint: boolean;
   /** FDRAIN (0x08) or IDRAIN (0x10). */

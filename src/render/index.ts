@@ -1,7 +1,3 @@
-/** src/render: haproxy.cfg + map files from the Registry, validation, atomic writes, guarded reloads. */
+/** src/render: pure. haproxy.cfg and its map/pattern files from the Registry, and reading a rendered config back. */
 export * from './template.js';
-export * from './validate.js';
-export * from './files.js';
-export * from './ports.js';
-export * from './guard.js';
-export * from './reload.js';
+export * from './readback.js';

@@ -9,6 +9,7 @@
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
+import { assertInt, assertPort, assertIp } from '../assert.js';
 import { NAME_RE } from '../model.js';
 
 /** Characters that end, comment out, escape or quote a HAProxy config word. */
@@ -53,23 +54,8 @@ export function assertDomain(value: unknown, what = 'domain'): string {
   return value;
 }
 
-export function assertInt(value: unknown, min: number, max: number, what: string): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new InvalidArgumentError(`${what}: ${JSON.stringify(value)} is not an integer in ${min}..${max}`, { what, value });
-  }
-  return value;
-}
-
-export function assertPort(value: unknown, what = 'port'): number {
-  return assertInt(value, 1, 65535, what);
-}
-
-export function assertIp(value: unknown, what = 'address'): string {
-  if (typeof value !== 'string' || isIP(value) === 0) {
-    throw new InvalidArgumentError(`${what}: ${JSON.stringify(value)} is not an IP literal`, { what, value });
-  }
-  return value;
-}
+// Integers, ports and IP literals: the one rule of src/assert.ts (shared with src/runtime).
+export { assertInt, assertPort, assertIp };
 
 // Absolute, normalised, and made of characters that need no quoting in haproxy.cfg. We only
 // ever write paths we derived ourselves from --state-dir/--certs; anything else is refused.
@@ -86,14 +72,15 @@ export function assertAbsPath(value: unknown, what = 'path'): string {
 
 /**
  * `bind` address: `*` (all IPv4), an IPv4 literal, or an IPv6 literal (brackets optional);
- * `::` binds dual-stack (`v4v6`) whatever the host's `bindv6only` sysctl says.
+ * `::` binds dual-stack (`v4v6`) whatever the host's `bindv6only` sysctl says. `addr` is
+ * without brackets (formatAddrPort adds them).
  */
-export function bindHost(address: string): { host: string; dualStack: boolean } {
-  if (address === '*') return { host: '*', dualStack: false };
+export function bindHost(address: string): { addr: string; dualStack: boolean } {
+  if (address === '*') return { addr: '*', dualStack: false };
   const bare = address.replace(/^\[(.*)\]$/, '$1');
   const family = isIP(bare);
-  if (family === 4) return { host: bare, dualStack: false };
-  if (family === 6) return { host: `[${bare}]`, dualStack: bare === '::' };
+  if (family === 4) return { addr: bare, dualStack: false };
+  if (family === 6) return { addr: bare, dualStack: bare === '::' };
   throw new InvalidArgumentError(`bindAddress: ${JSON.stringify(address)} must be '*', an IPv4 or an IPv6 literal`, { value: address });
 }
 

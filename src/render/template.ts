@@ -1,8 +1,8 @@
 /**
  * Renders haproxy.cfg and its support files (hosts map, SNI map, url_reg pattern files)
- * from the typed Registry. Pure: no I/O besides loading the template once.
+ * from the typed Registry. Pure: no I/O (the template is a module, haproxy-cfg.ts).
  *
- * Layout decisions (see also the comments in haproxy.cfg.eta):
+ * Layout decisions (see also the comments in the template, haproxy-cfg.ts):
  * - HTTP (`fe-http`): url_reg rules first, in service-name order, each `url_reg -f <file>`
  *   (the regex lives in a pattern file, never on a config line); then the Host map
  *   (`Host` lower-cased, port and trailing dot stripped); then `default_backend`:
@@ -21,19 +21,25 @@
  * - Fixed proxy names (`fe-*`, `internal-*`, `stats`) cannot clash with service backends,
  *   which always start with `http-`, `tls-` or `tcp-`.
  */
-import { readFileSync, existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { Eta } from 'eta';
+import { HAPROXY_CFG_TEMPLATE } from './haproxy-cfg.js';
 import {
+  BALANCES,
   backendName,
+  formatAddrPort,
+  healthPathProblem,
+  slotCapacity,
   structureHash,
   DEFAULT_SERVICE,
+  MAX_SLOTS,
   SLOT_PREFIX,
   type HttpService,
   type Registry,
   type Service,
+  type TcpService,
 } from '../model.js';
+import { desiredMaps } from '../reconcile/domains.js';
 import { InvalidArgumentError } from '../errors.js';
 import { logger } from '../log.js';
 import {
@@ -123,20 +129,16 @@ export interface Rendered {
   files: Map<string, string>;
 }
 
-/** Upper bound on slots per backend (a typo in capacity must not render 10^6 servers). */
-export const MAX_SLOTS = 4096;
+export { MAX_SLOTS };
 
 /** Fixed proxy names; none starts with `http-`, `tls-` or `tcp-`, so none can clash with a service backend. */
 export const NO_ROUTE_BACKEND = 'internal-no-route';
 export const TLS_NO_ROUTE_BACKEND = 'internal-tls-no-route';
 export const HTTPS_HOP_BACKEND = 'internal-https-terminate';
 
-/** The default slot count: max(minSlots, next power of two ≥ upstream count). */
+/** The default slot count (the model's slotCapacity rule) for every upstream of `svc`. */
 export function defaultSlots(svc: Service): number {
-  const needed = svc.upstreams.size;
-  let pow = 1;
-  while (pow < needed) pow *= 2;
-  return Math.min(MAX_SLOTS, Math.max(svc.options.minSlots, pow));
+  return slotCapacity(svc.upstreams.size, svc.options.minSlots);
 }
 
 /** Pattern file of a service's url_reg. */
@@ -156,37 +158,35 @@ function sortedServices<T extends Service>(m: ReadonlyMap<string, T>): T[] {
 }
 
 /**
- * `domain backend` lines sorted by domain. A domain claimed by two services goes to the
- * first by name (HAProxy would also take the first of duplicate keys, but only of the
- * order it loaded; this makes it deterministic) and the other claim is logged.
+ * A map file: one `domain backend` line per entry, in the given order (sorted by domain by
+ * both callers). Every word is checked again: the file is loaded by HAProxy as it is.
  */
-function mapText(services: HttpService[], which: string): string {
-  const entries = new Map<string, string>();
-  for (const svc of services) {
-    assertName(svc.name, 'service name');
-    const be = assertProxyName(backendName(svc), 'backend name');
-    for (const d of svc.domains) {
-      assertDomain(d, `domain of ${svc.name}`);
-      const prev = entries.get(d);
-      if (prev !== undefined) {
-        log.warn({ domain: d, kept: prev, ignored: be, map: which }, 'domain claimed by two services; the first by name keeps it');
-        continue;
-      }
-      entries.set(d, be);
-    }
+export function mapFileText(entries: Iterable<readonly [domain: string, backend: string]>): string {
+  let text = '';
+  for (const [domain, backend] of entries) text += `${assertDomain(domain, 'map domain')} ${assertProxyName(backend, 'map backend')}\n`;
+  return text;
+}
+
+/**
+ * The routing maps of a registry: the planner's desiredMaps (a domain claimed by two
+ * services goes to the first by name), each claim it drops logged once per render.
+ */
+function routingMaps(registry: Registry): { hosts: string; sni: string } {
+  const dm = desiredMaps(registry);
+  for (const c of dm.conflicts) {
+    log.warn({ domain: c.domain, kept: c.winner, ignored: c.losers, map: c.map }, 'domain claimed by two services; the first by name keeps it');
   }
-  const keys = [...entries.keys()].sort();
-  return keys.map((k) => `${k} ${entries.get(k)}\n`).join('');
+  return { hosts: mapFileText(dm.hosts), sni: mapFileText(dm.sni) };
 }
 
 /** Content of the hosts map: domains of the non-passthrough http services. */
 export function renderHostsMap(registry: Registry): string {
-  return mapText(sortedServices(registry.http).filter((s) => !s.sslPassthrough), 'hosts');
+  return mapFileText(desiredMaps(registry).hosts);
 }
 
 /** Content of the SNI map: domains of the passthrough services → `tls-<svc>`. */
 export function renderSniMap(registry: Registry): string {
-  return mapText(sortedServices(registry.http).filter((s) => s.sslPassthrough), 'sni');
+  return mapFileText(desiredMaps(registry).sni);
 }
 
 /**
@@ -221,12 +221,8 @@ export function checkTiming(interMs = 500): { interMs: number; fastinterMs: numb
   return { interMs, fastinterMs: Math.max(100, Math.floor(interMs / 2)), downinterMs: Math.max(interMs, 1000), rise: 2, fall: 3 };
 }
 
-/** The template sits beside this module in src/; a build in dist/ falls back to src/. */
 function templateEngine(): Eta {
   if (compiled) return compiled.eta;
-  const candidates = [new URL('./haproxy.cfg.eta', import.meta.url), new URL('../../src/render/haproxy.cfg.eta', import.meta.url)];
-  const file = candidates.map((u) => fileURLToPath(u)).find((f) => existsSync(f));
-  if (!file) throw new Error(`haproxy.cfg.eta not found beside ${fileURLToPath(import.meta.url)}`);
   const eta = new Eta({
     // Not HTML: no XML escaping, but every interpolation must be one safe config word.
     autoEscape: false,
@@ -235,7 +231,7 @@ function templateEngine(): Eta {
     autoTrim: false,
     cache: true,
   });
-  eta.loadTemplate('@haproxy.cfg', readFileSync(file, 'utf8'));
+  eta.loadTemplate('@haproxy.cfg', HAPROXY_CFG_TEMPLATE);
   compiled = { eta };
   return eta;
 }
@@ -247,9 +243,18 @@ function ms(v: number): string {
 type Words = string[];
 
 function bindWords(address: string, port: number, extra: Words = []): Words {
-  const { host, dualStack } = bindHost(address);
-  return [`${host}:${assertPort(port)}`, ...(dualStack ? ['v4v6'] : []), ...extra];
+  const { addr, dualStack } = bindHost(address);
+  return [formatAddrPort(addr, assertPort(port)), ...(dualStack ? ['v4v6'] : []), ...extra];
 }
+
+type HttpsView = {
+  binds: Words[];
+  sniMap: string;
+  fallback: string;
+  terminate: { hopBackend: string; socket: string } | null;
+  /** The rejecting backend, when unmatched SNI has nowhere to go. */
+  reject: string | null;
+};
 
 /**
  * Renders haproxy.cfg and the support files. Throws InvalidArgumentError when a value
@@ -277,34 +282,63 @@ export function renderConfig(input: RenderInput): Rendered {
   const http = sortedServices(registry.http);
   const tcp = sortedServices(registry.tcp);
   for (const svc of [...http, ...tcp]) assertName(svc.name, 'service name');
-  const passthrough = http.filter((svc) => svc.sslPassthrough);
 
-  // ---- stats
-  let stats: { binds: Words[]; auth: string } | null = null;
-  if (s.statsPort !== null && s.statsPort !== undefined) {
-    const port = assertPort(s.statsPort, 'statsPort');
-    if (!s.statsPassword) {
-      log.warn({ statsPort: port }, 'stats port set without a stats password: the stats page is not served');
-    } else {
-      if (!STATS_USER_RE.test(s.statsUser)) throw new InvalidArgumentError(`statsUser must match ${STATS_USER_RE}`, { what: 'statsUser' });
-      // The password itself never goes into an error message or log line.
-      if (!STATS_PASSWORD_RE.test(s.statsPassword)) {
-        throw new InvalidArgumentError(`statsPassword must match ${STATS_PASSWORD_RE}`, { what: 'statsPassword' });
-      }
-      if (port === httpPort) throw new InvalidArgumentError('statsPort equals httpPort', { statsPort: port });
-      stats = { binds: [bindWords(s.bindAddress, port)], auth: `${s.statsUser}:${s.statsPassword}` };
-    }
+  const stats = statsView(s, httpPort);
+  const { https, certsDir } = httpsView(s, registry, http, httpPort, stats !== null, sniMap);
+  const files = new Map<string, string>();
+  const urlRegs = urlRegFiles(s, http, files);
+  const maps = routingMaps(registry);
+  files.set(hostsMap, maps.hosts);
+  files.set(sniMap, maps.sni);
+
+  const view = {
+    revision: registry.revision,
+    maxconn,
+    adminSocket,
+    serverStateFile,
+    log: log_,
+    check: (({ interMs, fastinterMs, downinterMs, rise, fall }) => ({ inter: ms(interMs), fastinter: ms(fastinterMs), downinter: ms(downinterMs), rise: String(rise), fall: String(fall) }))(checkTiming(inter)),
+    httpFrontends: httpFrontendsView(s, httpPort, https, certsDir),
+    urlRegs,
+    hostsMap,
+    httpDefault: httpDefaultBackend(registry),
+    https,
+    noRoute: NO_ROUTE_BACKEND,
+    tcp: tcpFrontendsView(s, tcp, httpPort, https !== null, stats !== null),
+    backends: [...http, ...tcp].map((svc) => backendView(svc, capacity)),
+    stats,
+  };
+  const config = templateEngine().render('@haproxy.cfg', view);
+  return { config, files };
+}
+
+/** The stats listener, served only with a password. */
+function statsView(s: RenderSettings, httpPort: number): { binds: Words[]; auth: string } | null {
+  if (s.statsPort === null || s.statsPort === undefined) return null;
+  const port = assertPort(s.statsPort, 'statsPort');
+  if (!s.statsPassword) {
+    log.warn({ statsPort: port }, 'stats port set without a stats password: the stats page is not served');
+    return null;
   }
+  if (!STATS_USER_RE.test(s.statsUser)) throw new InvalidArgumentError(`statsUser must match ${STATS_USER_RE}`, { what: 'statsUser' });
+  // The password itself never goes into an error message or log line.
+  if (!STATS_PASSWORD_RE.test(s.statsPassword)) {
+    throw new InvalidArgumentError(`statsPassword must match ${STATS_PASSWORD_RE}`, { what: 'statsPassword' });
+  }
+  if (port === httpPort) throw new InvalidArgumentError('statsPort equals httpPort', { statsPort: port });
+  return { binds: [bindWords(s.bindAddress, port)], auth: `${s.statsUser}:${s.statsPassword}` };
+}
 
-  // ---- https
-  let https: {
-    binds: Words[];
-    sniMap: string;
-    fallback: string;
-    terminate: { hopBackend: string; socket: string } | null;
-    /** The rejecting backend, when unmatched SNI has nowhere to go. */
-    reject: string | null;
-  } | null = null;
+/** `fe-https`: SNI passthrough, TLS termination through the hop socket, or rejection. */
+function httpsView(
+  s: RenderSettings,
+  registry: Registry,
+  http: readonly HttpService[],
+  httpPort: number,
+  statsServed: boolean,
+  sniMap: string,
+): { https: HttpsView | null; certsDir: string | null } {
+  const passthrough = http.filter((svc) => svc.sslPassthrough);
   let certsDir: string | null = null;
   if (s.hasCerts) {
     if (!s.certsDir) throw new InvalidArgumentError('hasCerts is set but certsDir is not', { what: 'certsDir' });
@@ -314,42 +348,47 @@ export function renderConfig(input: RenderInput): Rendered {
   if (wantsHttps && (s.httpsPort === null || s.httpsPort === undefined)) {
     log.warn({ passthrough: passthrough.map((p) => p.name), hasCerts: s.hasCerts }, 'no httpsPort: TLS (termination and passthrough) not served');
   }
-  if (wantsHttps && s.httpsPort !== null && s.httpsPort !== undefined) {
-    const port = assertPort(s.httpsPort, 'httpsPort');
-    if (port === httpPort || (stats && port === s.statsPort)) throw new InvalidArgumentError('httpsPort equals httpPort or statsPort', { httpsPort: port });
-    let terminate: { hopBackend: string; socket: string } | null = null;
-    let fallback = TLS_NO_ROUTE_BACKEND;
-    if (certsDir) {
-      const socket = assertAbsPath(httpsHopSocket(s), 'https hop socket');
-      // sun_path is 108 bytes including the NUL; HAProxy also appends `.<pid>.tmp` while binding.
-      if (Buffer.byteLength(socket) > 90) {
-        throw new InvalidArgumentError(`stateDir too long for a unix socket path (${socket})`, { what: 'stateDir' });
-      }
-      terminate = { hopBackend: HTTPS_HOP_BACKEND, socket };
-      fallback = HTTPS_HOP_BACKEND;
-    } else {
-      const def = registry.http.get(DEFAULT_SERVICE);
-      if (def?.sslPassthrough) fallback = backendName(def);
+  if (!wantsHttps || s.httpsPort === null || s.httpsPort === undefined) return { https: null, certsDir };
+  const port = assertPort(s.httpsPort, 'httpsPort');
+  if (port === httpPort || (statsServed && port === s.statsPort)) throw new InvalidArgumentError('httpsPort equals httpPort or statsPort', { httpsPort: port });
+  let terminate: { hopBackend: string; socket: string } | null = null;
+  let fallback = TLS_NO_ROUTE_BACKEND;
+  if (certsDir) {
+    const socket = assertAbsPath(httpsHopSocket(s), 'https hop socket');
+    // sun_path is 108 bytes including the NUL; HAProxy also appends `.<pid>.tmp` while binding.
+    if (Buffer.byteLength(socket) > 90) {
+      throw new InvalidArgumentError(`stateDir too long for a unix socket path (${socket})`, { what: 'stateDir' });
     }
-    https = { binds: [bindWords(s.bindAddress, port)], sniMap, fallback, terminate, reject: fallback === TLS_NO_ROUTE_BACKEND ? fallback : null };
+    terminate = { hopBackend: HTTPS_HOP_BACKEND, socket };
+    fallback = HTTPS_HOP_BACKEND;
+  } else {
+    const def = registry.http.get(DEFAULT_SERVICE);
+    if (def?.sslPassthrough) fallback = backendName(def);
   }
+  return { https: { binds: [bindWords(s.bindAddress, port)], sniMap, fallback, terminate, reject: fallback === TLS_NO_ROUTE_BACKEND ? fallback : null }, certsDir };
+}
 
-  // ---- http frontends (plain, and the TLS-terminating one behind fe-https)
+/** `default_backend` of the HTTP frontends: the `default` service, unless it is passthrough. */
+function httpDefaultBackend(registry: Registry): string {
   const defaultHttp = registry.http.get(DEFAULT_SERVICE);
-  const httpDefault = defaultHttp && !defaultHttp.sslPassthrough ? backendName(defaultHttp) : NO_ROUTE_BACKEND;
-  const httpFrontends: Array<{ name: string; proto: 'http' | 'https'; binds: Words[] }> = [
-    { name: 'fe-http', proto: 'http', binds: [bindWords(s.bindAddress, httpPort)] },
-  ];
+  return defaultHttp && !defaultHttp.sslPassthrough ? backendName(defaultHttp) : NO_ROUTE_BACKEND;
+}
+
+/** The HTTP frontends: plain, and the TLS-terminating one behind fe-https. */
+function httpFrontendsView(s: RenderSettings, httpPort: number, https: HttpsView | null, certsDir: string | null) {
+  const frontends: Array<{ name: string; proto: 'http' | 'https'; binds: Words[] }> = [{ name: 'fe-http', proto: 'http', binds: [bindWords(s.bindAddress, httpPort)] }];
   if (https?.terminate && certsDir) {
-    httpFrontends.push({
+    frontends.push({
       name: 'fe-https-terminate',
       proto: 'https',
       binds: [[`unix@${https.terminate.socket}`, 'mode', '600', 'accept-proxy', 'ssl', 'crt', certsDir, 'alpn', 'h2,http/1.1']],
     });
   }
+  return frontends;
+}
 
-  // ---- url_reg pattern files
-  const files = new Map<string, string>();
+/** The url_reg pattern files (into `files`) and the rules that use them. */
+function urlRegFiles(s: RenderSettings, http: readonly HttpService[], files: Map<string, string>): Array<{ backend: string; file: string }> {
   const urlRegs: Array<{ backend: string; file: string }> = [];
   for (const svc of http) {
     if (svc.urlReg === null) continue;
@@ -361,14 +400,15 @@ export function renderConfig(input: RenderInput): Rendered {
     files.set(file, patternFileText(svc.name, svc.urlReg));
     urlRegs.push({ backend: backendName(svc), file });
   }
-  files.set(hostsMap, renderHostsMap(registry));
-  files.set(sniMap, renderSniMap(registry));
+  return urlRegs;
+}
 
-  // ---- tcp frontends: ports already taken are skipped (HAProxy would fail at startup)
+/** `fe-tcp-<svc>` per tcp service; ports already taken are skipped (HAProxy would fail at startup). */
+function tcpFrontendsView(s: RenderSettings, tcp: readonly TcpService[], httpPort: number, httpsServed: boolean, statsServed: boolean) {
   const taken = new Map<number, string>([[httpPort, 'httpPort']]);
-  if (https && s.httpsPort) taken.set(s.httpsPort, 'httpsPort');
-  if (stats && s.statsPort) taken.set(s.statsPort, 'statsPort');
-  const tcpFrontends: Array<{ frontend: string; backend: string; binds: Words[] }> = [];
+  if (httpsServed && s.httpsPort) taken.set(s.httpsPort, 'httpsPort');
+  if (statsServed && s.statsPort) taken.set(s.statsPort, 'statsPort');
+  const frontends: Array<{ frontend: string; backend: string; binds: Words[] }> = [];
   for (const svc of tcp) {
     const binds: Words[] = [];
     for (const port of svc.ports) {
@@ -382,100 +422,42 @@ export function renderConfig(input: RenderInput): Rendered {
       binds.push(bindWords(s.bindAddress, port));
     }
     if (binds.length === 0) continue;
-    tcpFrontends.push({ frontend: assertProxyName(`fe-tcp-${svc.name}`), backend: backendName(svc), binds });
+    frontends.push({ frontend: assertProxyName(`fe-tcp-${svc.name}`), backend: backendName(svc), binds });
   }
+  return frontends;
+}
 
-  // ---- backends
-  const backends = [...http, ...tcp].map((svc) => {
-    const name = assertProxyName(backendName(svc), 'backend name');
-    const o = svc.options;
-    const slots = assertInt(capacity.get(name) ?? defaultSlots(svc), 1, MAX_SLOTS, `capacity of ${name}`);
-    const tls = svc.kind === 'http' && svc.sslPassthrough;
-    const healthPath = svc.kind === 'http' && o.healthPath !== null ? assertHealthPath(o.healthPath, svc.name) : null;
-    const slotLine: Words = [SLOT_PREFIX, `1-${slots}`, 'slot.invalid:1', 'check', 'disabled', 'init-addr', 'last,0.0.0.0'];
-    if (o.maxconn !== null) slotLine.push('maxconn', String(assertInt(o.maxconn, 1, 10_000_000, `maxconn of ${svc.name}`)));
-    // A passthrough upstream speaks TLS: its HTTP check must too.
-    if (tls && healthPath !== null) slotLine.push('check-ssl', 'verify', 'none');
-    return {
-      name,
-      hash: structureHash(svc),
-      mode: svc.kind === 'tcp' || tls ? 'tcp' : 'http',
-      balance: assertBalance(o.balance, svc.name),
-      healthPath,
-      slotLine,
-    };
-  });
-
-  const view = {
-    revision: registry.revision,
-    maxconn,
-    adminSocket,
-    serverStateFile,
-    log: log_,
-    check: (({ interMs, fastinterMs, downinterMs, rise, fall }) => ({ inter: ms(interMs), fastinter: ms(fastinterMs), downinter: ms(downinterMs), rise: String(rise), fall: String(fall) }))(checkTiming(inter)),
-    httpFrontends,
-    urlRegs,
-    hostsMap,
-    httpDefault,
-    https,
-    noRoute: NO_ROUTE_BACKEND,
-    tcp: tcpFrontends,
-    backends,
-    stats,
+/** One backend: mode, balance, health check and the server-template line of its slots. */
+function backendView(svc: Service, capacity: ReadonlyMap<string, number>) {
+  const name = assertProxyName(backendName(svc), 'backend name');
+  const o = svc.options;
+  const slots = assertInt(capacity.get(name) ?? defaultSlots(svc), 1, MAX_SLOTS, `capacity of ${name}`);
+  const tls = svc.kind === 'http' && svc.sslPassthrough;
+  const healthPath = svc.kind === 'http' && o.healthPath !== null ? assertHealthPath(o.healthPath, svc.name) : null;
+  const slotLine: Words = [SLOT_PREFIX, `1-${slots}`, 'slot.invalid:1', 'check', 'disabled', 'init-addr', 'last,0.0.0.0'];
+  if (o.maxconn !== null) slotLine.push('maxconn', String(assertInt(o.maxconn, 1, 10_000_000, `maxconn of ${svc.name}`)));
+  // A passthrough upstream speaks TLS: its HTTP check must too.
+  if (tls && healthPath !== null) slotLine.push('check-ssl', 'verify', 'none');
+  return {
+    name,
+    hash: structureHash(svc),
+    mode: svc.kind === 'tcp' || tls ? 'tcp' : 'http',
+    balance: assertBalance(o.balance, svc.name),
+    healthPath,
+    slotLine,
   };
-  const config = templateEngine().render('@haproxy.cfg', view);
-  return { config, files };
 }
 
-const BALANCES = new Set(['roundrobin', 'leastconn', 'first', 'source', 'static-rr', 'random']);
 function assertBalance(v: unknown, svc: string): string {
-  if (typeof v !== 'string' || !BALANCES.has(v)) throw new InvalidArgumentError(`balance of ${svc}: ${JSON.stringify(v)} is not supported`, { service: svc });
+  if (typeof v !== 'string' || !(BALANCES as readonly string[]).includes(v)) throw new InvalidArgumentError(`balance of ${svc}: ${JSON.stringify(v)} is not supported`, { service: svc });
   return v;
 }
 
-// An absolute URI path (+ query) of unreserved/sub-delim characters that need no quoting.
-const HEALTH_PATH_RE = /^\/[A-Za-z0-9._~%/?=&+:@!*,-]{0,255}$/;
+/** The model's healthPath rule, the same one the registry parser applies. */
 function assertHealthPath(v: unknown, svc: string): string {
-  if (typeof v !== 'string' || !HEALTH_PATH_RE.test(v)) {
-    throw new InvalidArgumentError(`healthPath of ${svc}: ${JSON.stringify(v)} is not a plain absolute path`, { service: svc, value: v });
+  const problem = typeof v === 'string' ? healthPathProblem(v) : 'is not a string';
+  if (problem !== null) {
+    throw new InvalidArgumentError(`healthPath of ${svc}: ${JSON.stringify(v)} ${problem}`, { service: svc, value: v });
   }
-  return v;
-}
-
-// ---------------------------------------------------------------------------- reading back
-
-/**
- * `backend → structure hash` from a config this module rendered (the `# structure <hash>`
- * line in each backend): what the running HAProxy was built with, also after a restart.
- */
-export function readAppliedStructure(configText: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const { backend, line } of backendLines(configText)) {
-    const m = /^\s*# structure ([0-9a-f]{16})\s*$/.exec(line);
-    if (m?.[1]) out.set(backend, m[1]);
-  }
-  return out;
-}
-
-/** `backend → slot count` from the `server-template <prefix> 1-N` lines. */
-export function readAppliedSlots(configText: string): Map<string, number> {
-  const out = new Map<string, number>();
-  const re = new RegExp(`^\\s*server-template ${SLOT_PREFIX} 1-([0-9]+)\\s`);
-  for (const { backend, line } of backendLines(configText)) {
-    const m = re.exec(line);
-    if (m?.[1]) out.set(backend, Number(m[1]));
-  }
-  return out;
-}
-
-function* backendLines(configText: string): Generator<{ backend: string; line: string }> {
-  let current: string | null = null;
-  for (const line of configText.split('\n')) {
-    const section = /^(global|defaults|frontend|backend|listen|peers|resolvers|userlist|program|mailers|cache|ring|http-errors)\b\s*(\S*)/.exec(line);
-    if (section) {
-      current = section[1] === 'backend' && section[2] ? section[2] : null;
-      continue;
-    }
-    if (current) yield { backend: current, line };
-  }
+  return v as string;
 }

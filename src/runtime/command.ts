@@ -8,8 +8,8 @@
  * (verified on 2.6.12: `set map f k v<<` ate the next two commands). The per-argument
  * validators below are stricter still; `socket.ts` checks again before writing a byte.
  */
-import { isIP } from 'node:net';
 import { InvalidArgumentError } from '../errors.js';
+import { assertInt, assertPort, assertIp } from '../assert.js';
 
 declare const commandBrand: unique symbol;
 
@@ -108,26 +108,8 @@ export function assertServerName(value: unknown, argument = 'server'): string {
   return value;
 }
 
-/** IPv4 or IPv6 literal (no zone id, no brackets, no host names). Returns it unchanged. */
-export function assertIp(value: unknown, argument = 'addr'): string {
-  if (typeof value !== 'string' || !/^[0-9A-Fa-f:.]{2,45}$/.test(value) || isIP(value) === 0) {
-    invalid(argument, value, 'expected an IPv4 or IPv6 literal');
-  }
-  return value;
-}
-
-/** Integer in [min, max]; a number, never a numeric string (no silent coercion). */
-export function assertInt(value: unknown, min: number, max: number, argument: string): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    invalid(argument, value, `expected an integer ${min}-${max}`);
-  }
-  return value;
-}
-
-/** TCP port 1–65535 (HAProxy silently wraps 99999 to 34463, so range matters). */
-export function assertPort(value: unknown, argument = 'port'): number {
-  return assertInt(value, 1, 65535, argument);
-}
+// Integers, ports and IP literals follow the one rule of src/assert.ts (shared with src/render).
+export { assertInt, assertPort, assertIp };
 
 /** HAProxy absolute weight 0–256. */
 export function assertWeight(value: unknown, argument = 'weight'): number {

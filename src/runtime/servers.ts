@@ -3,6 +3,7 @@
  * `show servers state` parser. Modelled on client-native `runtime/servers.go`.
  */
 import { ReplyParseError } from '../errors.js';
+import { SRV_ADMIN, SRV_OP, adminIsMaint, adminIsDrain, formatAddrPort } from '../model.js';
 import {
   assertBackendName,
   assertInt,
@@ -14,7 +15,6 @@ import {
   serverRef,
   type Command,
 } from './command.js';
-import { isIP } from 'node:net';
 
 // ---------------------------------------------------------------- builders
 
@@ -74,9 +74,8 @@ export interface AddServerOptions {
  * algorithm; the server starts in maintenance; it does not survive a reload.
  */
 export function addServer(backend: string, server: string, o: AddServerOptions): Command {
-  const ip = assertIp(o.addr);
   // HAProxy takes `[::1]:80` (and, ambiguously, `::1:80`); a bare `::1` is misread as an FQDN.
-  const addr = isIP(ip) === 6 ? `[${ip}]:${assertPort(o.port)}` : `${ip}:${assertPort(o.port)}`;
+  const addr = formatAddrPort(assertIp(o.addr), assertPort(o.port));
   const words = [`add server ${serverRef(backend, server)} ${addr}`];
   if (o.weight !== undefined) words.push(`weight ${assertWeight(o.weight)}`);
   if (o.check) words.push('check');
@@ -105,26 +104,9 @@ export function disableHealth(backend: string, server: string): Command {
 
 // ---------------------------------------------------------------- parser
 
-/** `srv_admin_state` flags (HAProxy `enum srv_admin`). */
-export const SRV_ADMIN = Object.freeze({
-  /** Forced into maintenance (`state maint`). */
-  FMAINT: 0x01,
-  /** Maintenance inherited from a tracked server. */
-  IMAINT: 0x02,
-  /** `disabled` in the config; stays set after `state ready`, so it alone is NOT maintenance. */
-  CMAINT: 0x04,
-  /** Forced drain (`state drain`). */
-  FDRAIN: 0x08,
-  /** Drain inherited from a tracked server. */
-  IDRAIN: 0x10,
-  /** Maintenance because address resolution failed. */
-  RMAINT: 0x20,
-  /** FQDN set from the CLI. */
-  HMAINT: 0x40,
-});
+/** `srv_admin_state` flags and `srv_op_state` values: their meaning is part of the model (src/model.ts). */
+export { SRV_ADMIN, SRV_OP };
 
-/** `srv_op_state` values. */
-export const SRV_OP = Object.freeze({ STOPPED: 0, STARTING: 1, RUNNING: 2, STOPPING: 3 });
 
 export interface ServerStateRow {
   beId: number;
@@ -257,12 +239,12 @@ class ServerStateColumns extends LazyColumns {
   }
 }
 
-/** Maintenance of any kind that stops traffic (forced, inherited or resolution); CMAINT alone is not. */
+/** Maintenance of any kind that stops traffic (see adminIsMaint in src/model.ts). */
 export function isMaint(row: Pick<ServerStateRow, 'srvAdminState'>): boolean {
-  return (row.srvAdminState & (SRV_ADMIN.FMAINT | SRV_ADMIN.IMAINT | SRV_ADMIN.RMAINT)) !== 0;
+  return adminIsMaint(row.srvAdminState);
 }
 
-/** Draining (forced or inherited). A server can be both draining and in maintenance. */
+/** Draining, forced or inherited (see adminIsDrain in src/model.ts). */
 export function isDrain(row: Pick<ServerStateRow, 'srvAdminState'>): boolean {
-  return (row.srvAdminState & (SRV_ADMIN.FDRAIN | SRV_ADMIN.IDRAIN)) !== 0;
+  return adminIsDrain(row.srvAdminState);
 }

@@ -24,6 +24,7 @@ export {
 export { RegistryWatcher, type RegistryWatcherOptions, type RegistryUpdate, type WatchState, type WatchStats } from './watcher.js';
 export {
   registerUpstream,
+  keepRegistered,
   deregisterUpstream,
   upstreamKey,
   DEFAULT_TTL_SEC,
@@ -32,3 +33,4 @@ export {
   type UpstreamRef,
 } from './register.js';
 export { createEtcdClient, validateEndpoints, type EtcdTlsOptions, type EtcdAuthOptions, type EtcdConnectOptions } from './client.js';
+export { loadRegistryOnce, loadRange, type Snapshot, type LoadOnceOptions } from './load.js';

@@ -12,8 +12,12 @@
  */
 import { isIPv6 } from 'node:net';
 import {
+  BALANCES,
   DEFAULT_OPTIONS,
+  MAX_HEALTH_PATH_LENGTH,
   NAME_RE,
+  formatAddrPort,
+  healthPathProblem,
   type Balance,
   type HttpService,
   type Registry,
@@ -34,14 +38,13 @@ const bad = (reason: string): { readonly ok: false; readonly reason: string } =>
 export const MAX_VALUE_BYTES = 4096;
 /** Longest accepted `url_reg` (characters). HAProxy reads pattern files line by line into a buffer; long lines would be split into several patterns. */
 export const MAX_URL_REG_LENGTH = 1024;
-/** Longest accepted `healthPath`. */
-export const MAX_HEALTH_PATH_LENGTH = 256;
+// The rules shared with the renderer live in the model; re-exported for this module's callers.
+export { BALANCES, MAX_HEALTH_PATH_LENGTH, formatAddrPort };
 /** Upper bound of `options.maxconn`. */
 export const MAX_MAXCONN = 1_000_000;
 /** Bounds of `options.minSlots`. */
 export const MIN_SLOTS_RANGE = Object.freeze({ min: 1, max: 1024 });
 
-export const BALANCES: readonly Balance[] = Object.freeze(['roundrobin', 'leastconn', 'first', 'source', 'static-rr', 'random']);
 export const UPSTREAM_STATES: readonly UpstreamState[] = Object.freeze(['ready', 'drain', 'maint']);
 
 /** A short, escaped excerpt of an untrusted value for a rejection reason (never the whole value). */
@@ -148,11 +151,6 @@ export function parseAddrPort(value: string): Parsed<{ addr: string; port: numbe
   return ok({ addr: ip.value, port: p.value });
 }
 
-/** Formats an address for an upstream value: IPv6 in brackets. */
-export function formatAddrPort(addr: string, port: number): string {
-  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
-}
-
 export type UpstreamValue = Omit<Upstream, 'id'>;
 
 const UPSTREAM_KEYS = new Set(['addr', 'weight', 'state']);
@@ -213,9 +211,8 @@ const OPTION_KEYS = new Set(['balance', 'healthPath', 'minSlots', 'maxconn']);
 
 /**
  * `options` JSON `{ balance?, healthPath?, minSlots?, maxconn? }` (model.ts ServiceOptions)
- * with DEFAULT_OPTIONS for missing keys. Unknown keys reject the entry. `healthPath`: starts
- * with `/`, printable ASCII without whitespace and without `#` `;` `\` `'` `"` `$` (the last
- * because HAProxy expands `$VAR` inside double quotes); http services only.
+ * with DEFAULT_OPTIONS for missing keys. Unknown keys reject the entry. `healthPath`: the
+ * model's rule (healthPathProblem, which the template applies too); http services only.
  */
 export function parseOptions(value: string, kind: 'http' | 'tcp' = 'http'): Parsed<ServiceOptions> {
   const obj = parseJsonObject(value);
@@ -230,10 +227,8 @@ export function parseOptions(value: string, kind: 'http' | 'tcp' = 'http'): Pars
   if (healthPath !== null) {
     if (typeof healthPath !== 'string') return bad('healthPath must be a string or null');
     if (kind === 'tcp') return bad('healthPath applies to http services only');
-    if (healthPath.length > MAX_HEALTH_PATH_LENGTH) return bad(`healthPath longer than ${MAX_HEALTH_PATH_LENGTH}`);
-    if (!/^\/[\x21-\x7e]*$/.test(healthPath) || /[#;\\'"$]/.test(healthPath)) {
-      return bad(`healthPath ${quote(healthPath)} must start with / and be printable ASCII without whitespace, # ; \\ ' " $`);
-    }
+    const problem = healthPathProblem(healthPath);
+    if (problem !== null) return bad(`healthPath ${quote(healthPath)} ${problem}`);
   }
   const minSlots = o.minSlots ?? DEFAULT_OPTIONS.minSlots;
   if (typeof minSlots !== 'number' || !Number.isInteger(minSlots) || minSlots < MIN_SLOTS_RANGE.min || minSlots > MIN_SLOTS_RANGE.max) {
@@ -398,28 +393,19 @@ export function parseRegistry(kvs: Iterable<{ key: string; value: string }>, pre
 
   for (const d of sorted) {
     const upstreams = buildUpstreams(d, reject);
-    let options: ServiceOptions = DEFAULT_OPTIONS;
-    const opt = d.fields.get('options');
-    if (opt) {
-      const p = parseOptions(opt.value, d.kind);
-      if (p.ok) options = p.value;
-      else reject(opt.key, `${p.reason}; using defaults`);
-    }
+    // An optional field: its parsed value, or `fallback` when absent or rejected.
+    const field = <T>(name: string, parse: (v: string) => Parsed<T>, fallback: T, onReject = ''): T => {
+      const f = d.fields.get(name);
+      if (!f) return fallback;
+      const p = parse(f.value);
+      if (p.ok) return p.value;
+      reject(f.key, `${p.reason}${onReject}`);
+      return fallback;
+    };
+    const options = field<ServiceOptions>('options', (v) => parseOptions(v, d.kind), DEFAULT_OPTIONS, '; using defaults');
     if (d.kind === 'http') {
-      let domains: string[] = [];
-      const dom = d.fields.get('domain');
-      if (dom) {
-        const p = parseDomains(dom.value);
-        if (p.ok) domains = p.value;
-        else reject(dom.key, p.reason);
-      }
-      let urlReg: string | null = null;
-      const ur = d.fields.get('url_reg');
-      if (ur) {
-        const p = parseUrlReg(ur.value);
-        if (p.ok) urlReg = p.value;
-        else reject(ur.key, p.reason);
-      }
+      const domains = field<string[]>('domain', parseDomains, []);
+      const urlReg = field<string | null>('url_reg', parseUrlReg, null);
       const ssl = d.fields.get('sslpass');
       http.set(d.name, Object.freeze({
         kind: 'http',
@@ -431,13 +417,7 @@ export function parseRegistry(kvs: Iterable<{ key: string; value: string }>, pre
         sslPassthrough: ssl ? isTruthyFlag(ssl.value) : false,
       }));
     } else {
-      let ports: number[] = [];
-      const pv = d.fields.get('ports');
-      if (pv) {
-        const p = parsePorts(pv.value);
-        if (p.ok) ports = p.value;
-        else reject(pv.key, p.reason);
-      }
+      const ports = field<number[]>('ports', parsePorts, []);
       tcp.set(d.name, Object.freeze({ kind: 'tcp', name: d.name, upstreams, options, ports: Object.freeze(ports) }));
     }
   }

@@ -14,7 +14,8 @@
  * written (RegistryValueError for a value the watcher would reject, ConfigError for the rest).
  */
 import type { Etcd3, Lease } from 'etcd3';
-import { ConfigError, RegistryValueError } from '../errors.js';
+import { ConfigError, RegistryValueError, UpdaterError } from '../errors.js';
+import { backoffDelay } from '../backoff.js';
 import { logger } from '../log.js';
 import type { UpstreamState } from '../model.js';
 import { asEtcdError, createEtcdClient, validateEndpoints, type EtcdAuthOptions, type EtcdTlsOptions } from './client.js';
@@ -216,4 +217,35 @@ export async function deregisterUpstream(ref: UpstreamRef): Promise<boolean> {
   } finally {
     client.close();
   }
+}
+
+/**
+ * `register` as a service: registers, keeps the lease until `stop` resolves, then removes the
+ * upstream. A registrar outlives etcd outages: a lost lease (etcd away longer than the TTL)
+ * or an unreachable etcd is retried with backoff; bad input is not (it throws).
+ */
+export async function keepRegistered(opts: RegisterOptions, stop: Promise<unknown>): Promise<void> {
+  const stopped = stop.then(() => 'stop' as const);
+  const ref = { service: opts.service, id: opts.id };
+  for (let attempt = 0; ; ) {
+    let reg: Registration;
+    try {
+      reg = await registerUpstream(opts);
+    } catch (err) {
+      if (!(err instanceof UpdaterError && err.recoverable)) throw err;
+      const delay = backoffDelay(attempt++);
+      log.warn({ err, delayMs: delay }, 'etcd unreachable: registering again shortly');
+      if ((await Promise.race([stopped, new Promise<'retry'>((r) => setTimeout(() => r('retry'), delay))])) === 'stop') return;
+      continue;
+    }
+    attempt = 0;
+    log.info({ kind: opts.kind, ...ref, ttlSec: opts.ttlSec }, 'registered; keeping the lease alive until SIGINT/SIGTERM');
+    const outcome = await Promise.race([stopped, reg.lost.then(() => 'lost' as const)]);
+    if (outcome === 'stop') {
+      await reg.close();
+      break;
+    }
+    log.warn(ref, 'lease lost (etcd unreachable for longer than the TTL): registering again');
+  }
+  log.info(ref, 'deregistered');
 }

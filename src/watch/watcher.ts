@@ -28,9 +28,11 @@
 import { Range, type Etcd3, type IDuplexStream, type IWatchRequest, type IWatchResponse } from 'etcd3';
 import { ConfigError, EtcdUnavailableError } from '../errors.js';
 import { logger } from '../log.js';
+import { Backoff } from '../backoff.js';
 import type { Registry, Rejection } from '../model.js';
 import { asEtcdError, createEtcdClient, validateEndpoints, type EtcdAuthOptions, type EtcdTlsOptions } from './client.js';
 import { normalizePrefix, parseRegistry } from './parse.js';
+import { loadRange, type Snapshot } from './load.js';
 
 const log = logger('watch');
 
@@ -104,11 +106,6 @@ const TRANSITIONS: Readonly<Record<WatchState, readonly WatchState[]>> = {
 
 type WatchStream = IDuplexStream<IWatchRequest, IWatchResponse>;
 
-interface Snapshot {
-  kv: Map<string, string>;
-  revision: string;
-}
-
 const utf8 = new TextDecoder('utf-8');
 const decode = (b: Buffer | undefined): string => (b ? utf8.decode(b) : '');
 const maxRev = (a: string, b: string): string => (BigInt(a) >= BigInt(b) ? a : b);
@@ -140,7 +137,7 @@ export class RegistryWatcher {
   #ignoredKeys = new Set<string>();
   #stale = false;
   #failures = 0;
-  #backoffMs: number;
+  readonly #backoff: Backoff;
 
   #batchStart: number | null = null;
   #batchChanges = 0;
@@ -163,7 +160,7 @@ export class RegistryWatcher {
     this.#backoffMax = Math.max(this.#backoffInitial, nonNegative('backoff.maxMs', opts.backoff?.maxMs ?? 5000));
     this.#requestTimeoutMs = nonNegative('requestTimeoutMs', opts.requestTimeoutMs ?? 5000) || 5000;
     this.#pageSize = Math.max(1, Math.floor(opts.pageSize ?? 1000));
-    this.#backoffMs = this.#backoffInitial;
+    this.#backoff = new Backoff({ initialMs: this.#backoffInitial, maxMs: this.#backoffMax, jitter: 0.2 });
     this.#opts = opts;
   }
 
@@ -307,19 +304,8 @@ export class RegistryWatcher {
   }
 
   /** Range of the whole prefix, paged, all pages at the revision of the first. */
-  async #load(client: Etcd3): Promise<Snapshot> {
-    const kv = new Map<string, string>();
-    let key = this.#range.start;
-    let revision: string | undefined;
-    for (;;) {
-      const res = await client.kv.range({ key, range_end: this.#range.end, limit: this.#pageSize, ...(revision ? { revision } : {}) });
-      revision ??= res.header.revision;
-      for (const item of res.kvs) kv.set(decode(item.key), decode(item.value));
-      const last = res.kvs[res.kvs.length - 1];
-      if (!res.more || !last) break;
-      key = Buffer.concat([last.key, Buffer.from([0])]);
-    }
-    return { kv, revision };
+  #load(client: Etcd3): Promise<Snapshot> {
+    return loadRange(client, this.#range, this.#pageSize);
   }
 
   #onResponse(epoch: number, res: IWatchResponse): void {
@@ -355,7 +341,7 @@ export class RegistryWatcher {
     this.#batchChanges = 0;
     this.#transition('watching');
     this.#failures = 0;
-    this.#backoffMs = this.#backoffInitial;
+    this.#backoff.reset();
     const wasStale = this.#stale;
     this.#stale = false;
     if (!first) this.stats.resyncs++;
@@ -419,9 +405,7 @@ export class RegistryWatcher {
   }
 
   #nextBackoff(): number {
-    const base = this.#backoffMs;
-    this.#backoffMs = Math.min(this.#backoffMax, this.#backoffMs * 2);
-    return Math.round(base * (0.8 + Math.random() * 0.4));
+    return this.#backoff.next();
   }
 
   // ---------------------------------------------------------------- batching and emission

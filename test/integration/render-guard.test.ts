@@ -13,7 +13,8 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { DEFAULT_OPTIONS, type HttpService, type Registry } from '../../src/model.js';
 import { MasterClient, RuntimeClient } from '../../src/runtime/index.js';
-import { defaultSettings, IptablesGuard, NoGuard, Reloader, renderConfig, writeRendered, type ReloadGuard, type RenderSettings } from '../../src/render/index.js';
+import { defaultSettings, renderConfig, type RenderSettings } from '../../src/render/index.js';
+import { IptablesGuard, NoGuard, Reloader, writeRendered, type ReloadGuard } from '../../src/reload/index.js';
 import { execFileP, launchHaproxy, removeDir, socketCommand, startProcess, stopProcess, tempDir, waitFor, type Proc } from '../../testkit/index.js';
 
 const ROOT = process.getuid?.() === 0;

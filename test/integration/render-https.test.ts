@@ -13,7 +13,8 @@ import { mkdir, readFile, writeFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { DEFAULT_OPTIONS, type HttpService, type Registry } from '../../src/model.js';
 import { MasterClient, RuntimeClient } from '../../src/runtime/index.js';
-import { defaultSettings, NoGuard, Reloader, renderConfig, writeRendered, type RenderSettings } from '../../src/render/index.js';
+import { defaultSettings, renderConfig, type RenderSettings } from '../../src/render/index.js';
+import { NoGuard, Reloader, writeRendered } from '../../src/reload/index.js';
 import { execFileP, freePort, removeDir, socketCommand, startHaproxy, tempDir, waitFor } from '../../testkit/index.js';
 
 function svc(name: string, o: Partial<HttpService> = {}): HttpService {

@@ -17,7 +17,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { DEFAULT_OPTIONS, type HttpService, type Registry, type TcpService } from '../../src/model.js';
 import { ConfigInvalidError, ReloadFailedError } from '../../src/errors.js';
 import { MasterClient, RuntimeClient } from '../../src/runtime/index.js';
-import { defaultSettings, NoGuard, Reloader, renderConfig, writeRendered, type RenderSettings, type Rendered } from '../../src/render/index.js';
+import { defaultSettings, renderConfig, type RenderSettings, type Rendered } from '../../src/render/index.js';
+import { NoGuard, Reloader, writeRendered } from '../../src/reload/index.js';
 import { freePort, percentile, removeDir, runLoad, socketCommand, startBackend, startHaproxy, tempDir, waitFor, type LoadResult } from '../../testkit/index.js';
 
 function http(name: string, domains: string[]): HttpService {

@@ -13,7 +13,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { DEFAULT_OPTIONS, type HttpService, type Registry, type TcpService, type Upstream, type ServiceOptions } from '../../src/model.js';
-import { defaultSettings, renderConfig, readAppliedSlots, readAppliedStructure, validateConfig, type RenderSettings, type Rendered } from '../../src/render/index.js';
+import { defaultSettings, renderConfig, readAppliedSlots, readAppliedStructure, type RenderSettings, type Rendered } from '../../src/render/index.js';
+import { validateConfig } from '../../src/reload/index.js';
 import { structureHash } from '../../src/model.js';
 
 const execFileP = promisify(execFile);

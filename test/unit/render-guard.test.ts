@@ -9,7 +9,7 @@ import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { GuardError, InvalidArgumentError } from '../../src/errors.js';
-import { createGuard, IptablesGuard, NoGuard } from '../../src/render/index.js';
+import { createGuard, IptablesGuard, NoGuard } from '../../src/reload/index.js';
 
 // Fake iptables: `-S <chain>` lists, `-I <chain> ...` prepends, `-D <chain> ...` deletes an
 // exact spec; every call is appended to calls.log. FAKE_IPT_FAIL=perm simulates no CAP_NET_ADMIN.

@@ -11,22 +11,24 @@ import path from 'node:path';
 import { DEFAULT_OPTIONS, type HttpService, type Registry } from '../../src/model.js';
 import { ConfigInvalidError, GuardError, ReloadFailedError, ReloadTimeoutError, ReplyParseError } from '../../src/errors.js';
 import {
-  assertNewPortsFree,
-  atomicWrite,
   tcpListeners,
   defaultSettings,
   defaultSlots,
   readAppliedSlots,
   readAppliedStructure,
+  renderConfig,
+  type Rendered,
+} from '../../src/render/index.js';
+import {
+  assertNewPortsFree,
+  atomicWrite,
   Reloader,
   ReloadLimiter,
-  renderConfig,
   validateConfig,
   writeRendered,
   type MasterLike,
   type ReloadGuard,
-  type Rendered,
-} from '../../src/render/index.js';
+} from '../../src/reload/index.js';
 
 const DUMP = '1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n3 http-web 1 s1 127.0.0.1 2 4 1 1 5 6 3 4 6 0 0 0 slot.invalid 8080 - 0 0 - - 0\n';
 

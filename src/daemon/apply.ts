@@ -1,11 +1,11 @@
 /**
  * Applies planned operations: each Op becomes one validated Runtime API command, all sent
- * in one batch (in plan order, on one connection per chunk); map-file rewrites happen after
- * the map commands so that a reload never reverts a runtime map change.
+ * in one batch (in plan order, on one connection per chunk); map-file rewrites (the planner's
+ * `write-map-file` entries) happen after the map commands so that a reload never reverts a
+ * runtime map change.
  */
-import type { Op } from './reconcile/index.js';
-import type { Registry } from './model.js';
-import type { Command } from './runtime/index.js';
+import type { Op } from '../reconcile/index.js';
+import type { Command } from '../runtime/index.js';
 import {
   RuntimeClient,
   setServerAddr,
@@ -18,9 +18,10 @@ import {
   addMap,
   setMap,
   delMap,
-} from './runtime/index.js';
-import { atomicWrite, renderHostsMap, renderSniMap, checkTiming, type RenderSettings } from './render/index.js';
-import { logger } from './log.js';
+} from '../runtime/index.js';
+import { mapFileText, checkTiming, type RenderSettings } from '../render/index.js';
+import { atomicWrite } from '../reload/index.js';
+import { logger } from '../log.js';
 
 const log = logger('apply');
 
@@ -80,7 +81,6 @@ function toCommand(op: Op, settings: Pick<RenderSettings, 'hostsMap' | 'sniMap' 
 export async function applyOps(
   runtime: RuntimeClient,
   ops: readonly Op[],
-  registry: Registry,
   settings: Pick<RenderSettings, 'hostsMap' | 'sniMap' | 'checkInterMs'>,
 ): Promise<ApplyResult[]> {
   const results: ApplyResult[] = [];
@@ -118,7 +118,8 @@ export async function applyOps(
   }
   for (const op of fileWrites) {
     if (op.kind !== 'write-map-file') continue;
-    await atomicWrite(mapFile(op.map, settings), op.map === 'hosts' ? renderHostsMap(registry) : renderSniMap(registry));
+    // The entries the planner computed: the file holds what the runtime map now holds.
+    await atomicWrite(mapFile(op.map, settings), mapFileText(op.entries));
     results.push({ op, family: op.kind, ok: true, code: 'ok' });
   }
   return results;

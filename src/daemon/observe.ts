@@ -4,10 +4,10 @@
  * two routing maps. Backend structure hashes come from the config HAProxy runs. The
  * shaping itself is the pure `observeState` of src/reconcile.
  */
-import { observeState, type ObservedState } from './reconcile/index.js';
-import { RuntimeClient, showServersState, parseServersState, showStat, parseStat, showMap, parseMapEntries, type BatchResult } from './runtime/index.js';
-import { readAppliedStructure, type RenderSettings } from './render/index.js';
-import { NoSuchMapError } from './errors.js';
+import { observeState, type ObservedState } from '../reconcile/index.js';
+import { RuntimeClient, showServersState, parseServersState, showStat, parseStat, showMap, parseMapEntries, type BatchResult } from '../runtime/index.js';
+import { readAppliedStructure, type RenderSettings } from '../render/index.js';
+import { NoSuchMapError } from '../errors.js';
 
 export async function observe(runtime: RuntimeClient, settings: Pick<RenderSettings, 'hostsMap' | 'sniMap'>, appliedConfig: string): Promise<ObservedState> {
   const [state, stat, hosts, sni] = await runtime.batch([showServersState(), showStat(), showMap(settings.hostsMap), showMap(settings.sniMap)]);

@@ -20,7 +20,7 @@ import { readFile } from 'node:fs/promises';
 import { atomicWrite, writeRendered, type WriteResult } from './files.js';
 import { assertNewPortsFree } from './ports.js';
 import type { ReloadGuard } from './guard.js';
-import type { Rendered } from './template.js';
+import type { Rendered } from '../render/index.js';
 
 const log = logger('reload');
 
@@ -59,17 +59,18 @@ export interface ReloaderOptions {
   probeNewPorts?: boolean;
 }
 
-export interface ReloadResult {
+/** `R`: the caller's reason type (the daemon's typed ReloadCause); the reloader only carries it. */
+export interface ReloadResult<R = unknown> {
   ok: true;
   durationMs: number;
-  reasons: string[];
+  reasons: readonly R[];
   /** Always false on a returned result: a rolled-back reload throws. */
   rolledBack: false;
   /** `[WARNING]` lines of `haproxy -c`. */
   warnings: string[];
 }
 
-export class Reloader {
+export class Reloader<R = unknown> {
   readonly #o: ReloaderOptions;
   /** Reloads never overlap, even if a caller forgets to serialize. */
   #tail: Promise<unknown> = Promise.resolve();
@@ -83,7 +84,7 @@ export class Reloader {
     return this.#serial(() => writeRendered(rendered, this.#o.cfgPath, this.#validateOpts()));
   }
 
-  reload(rendered: Rendered, reasons: string[]): Promise<ReloadResult> {
+  reload(rendered: Rendered, reasons: readonly R[]): Promise<ReloadResult<R>> {
     return this.#serial(() => this.#reload(rendered, reasons));
   }
 
@@ -97,7 +98,7 @@ export class Reloader {
     return { haproxyBin: this.#o.haproxyBin, timeoutMs: this.#o.validateTimeoutMs };
   }
 
-  async #reload(rendered: Rendered, reasons: string[]): Promise<ReloadResult> {
+  async #reload(rendered: Rendered, reasons: readonly R[]): Promise<ReloadResult<R>> {
     const started = performance.now();
     const ctx = { reasons };
 

@@ -1,22 +1,34 @@
 /**
  * The daemon: one-way flow. The watcher turns etcd into a typed Registry and only ever
  * requests a pass; a single queue (concurrency 1) runs passes, each of which observes
- * HAProxy, plans (pure), and applies the plan: runtime operations in one batch, or a
- * render + validated + guarded reload when the plan's reasons demand it. Nothing else
- * talks to HAProxy, so nothing races.
+ * HAProxy, plans (pure), decides about a reload (pure, reconcile/decide.ts) and executes:
+ * a render + validated + guarded reload when decided, then the runtime operations in one
+ * batch. Nothing else talks to HAProxy, so nothing races.
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import PQueue from 'p-queue';
-import { logger } from './log.js';
-import { Metrics } from './metrics.js';
-import { EMPTY_REGISTRY, type Registry, type Rejection } from './model.js';
-import { ConfigInvalidError, UpdaterError } from './errors.js';
-import { RegistryWatcher, type RegistryUpdate } from './watch/index.js';
-import { RuntimeClient, MasterClient, type SocketTarget } from './runtime/index.js';
-import { plan as makePlan, initialCapacity, isClearedAddr, type Plan, type ObservedState, type PlanContext } from './reconcile/index.js';
-import { renderConfig, Reloader, createGuard, ReloadLimiter, tcpListeners, configIdentity, type RenderSettings, type ReloadGuard, type Rendered } from './render/index.js';
+import { logger } from '../log.js';
+import { backoffDelay } from '../backoff.js';
+import { Metrics } from '../metrics.js';
+import { EMPTY_REGISTRY, type Registry, type Rejection } from '../model.js';
+import { ConfigInvalidError, UpdaterError } from '../errors.js';
+import { RegistryWatcher, type RegistryUpdate } from '../watch/index.js';
+import { RuntimeClient, MasterClient, type SocketTarget } from '../runtime/index.js';
+import {
+  plan as makePlan,
+  decideReload,
+  initialCapacity,
+  isClearedAddr,
+  type DecideResult,
+  type Plan,
+  type ObservedState,
+  type PlanContext,
+  type ReloadCause,
+} from '../reconcile/index.js';
+import { renderConfig, tcpListeners, configIdentity, type RenderSettings, type Rendered } from '../render/index.js';
+import { Reloader, createGuard, ReloadLimiter, type ReloadGuard } from '../reload/index.js';
 import { observe } from './observe.js';
 import { applyOps } from './apply.js';
 import { ManagedHaproxy } from './haproxy-process.js';
@@ -54,7 +66,7 @@ export class Daemon {
   #watcher: RegistryWatcher | null = null;
   #managed: ManagedHaproxy | null = null;
   #guard: ReloadGuard | null = null;
-  #reloader: Reloader | null = null;
+  #reloader: Reloader<ReloadCause> | null = null;
   #limiter: ReloadLimiter;
   #registry: Registry | null = null;
   #rejections: Rejection[] = [];
@@ -103,7 +115,7 @@ export class Daemon {
     await mkdir(this.#o.stateDir, { recursive: true });
     this.#guard = createGuard(this.#o.guard, { netns: this.#o.guardNetns });
     await this.#guard.init();
-    this.#reloader = new Reloader({
+    this.#reloader = new Reloader<ReloadCause>({
       master: this.#master,
       runtime: this.#runtime,
       guard: this.#guard,
@@ -167,7 +179,7 @@ export class Daemon {
           break;
         } catch (err) {
           log.error({ err, attempt }, 'could not restart haproxy');
-          await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** attempt)));
+          await new Promise((r) => setTimeout(r, backoffDelay(attempt)));
         }
       }
     } finally {
@@ -210,6 +222,7 @@ export class Daemon {
     this.#timers.add(t);
   }
 
+  /** One pass: observe, plan, decide, execute (reload if decided, then the runtime ops). */
   async #pass(why: string): Promise<void> {
     const registry = this.#registry;
     if (!registry) return;
@@ -218,34 +231,28 @@ export class Daemon {
     try {
       let observed = await observe(this.#runtime, this.#o.render, this.#appliedConfig);
       let plan = this.#plan(registry, observed);
-      const settingsChanged = this.#settingsChanged();
-      const consolidate =
-        this.#o.consolidateAfterMs > 0 && plan.reasons.length > 0 && this.#deferredSince > 0 && Date.now() - this.#deferredSince >= this.#o.consolidateAfterMs;
-      // The registry no longer asks for the refused structure: nothing is refused any more.
-      if (!plan.reload && !settingsChanged) this.#refusedConfig = null;
-      if (plan.reasons.length === 0) this.#deferredSince = 0;
-      else if (!this.#deferredSince) this.#deferredSince = Date.now();
-
-      if (plan.reload || settingsChanged || consolidate) {
-        const wait = this.#limiter.nextAllowedAt() - Date.now();
-        if (wait > 0) {
-          log.debug({ waitMs: wait }, 'reload rate-limited; runtime changes applied now');
-          this.#later(wait, 'rate-limited-reload');
-        } else {
-          const reasons = plan.reasons.map((r) => `${r.kind}:${r.backend}`);
-          if (settingsChanged) reasons.push('settings');
-          try {
-            await this.#reload(registry, plan, reasons);
-            observed = await observe(this.#runtime, this.#o.render, this.#appliedConfig);
-            plan = this.#plan(registry, observed);
-          } catch (err) {
-            // A refused or failed reload must not hold back membership changes for the
-            // backends that exist: apply those, then report the reload error.
-            reloadError = err;
-          }
+      const { decision, rendered } = this.#decide(plan, registry);
+      if (decision.action === 'later') {
+        log.debug({ waitMs: decision.afterMs }, 'reload rate-limited; runtime changes applied now');
+        this.#later(decision.afterMs, 'rate-limited-reload');
+      } else if (decision.action === 'none' && decision.why === 'refused') {
+        // Same config as the one refused: runtime changes still apply, the error stays reported.
+        reloadError = new ConfigInvalidError('the desired config was refused before and has not changed since; fix the registry entry named in the earlier error', {
+          reasons: decision.reasons,
+          repeat: true,
+        });
+      } else if (decision.action === 'now' && rendered) {
+        try {
+          await this.#reload(rendered, decision.reasons, decision.config);
+          observed = await observe(this.#runtime, this.#o.render, this.#appliedConfig);
+          plan = this.#plan(registry, observed);
+        } catch (err) {
+          // A refused or failed reload must not hold back membership changes for the
+          // backends that exist: apply those, then report the reload error.
+          reloadError = err;
         }
       }
-      await this.#apply(plan, registry);
+      await this.#apply(plan);
       if (reloadError) throw reloadError;
       this.#updateSlotMetrics(observed);
       // Converged once a pass leaves nothing pending: its operations were applied (a failed
@@ -283,9 +290,9 @@ export class Daemon {
     return p;
   }
 
-  async #apply(plan: Plan, registry: Registry): Promise<void> {
+  async #apply(plan: Plan): Promise<void> {
     if (plan.ops.length === 0) return;
-    const results = await applyOps(this.#runtime, plan.ops, registry, this.#o.render);
+    const results = await applyOps(this.#runtime, plan.ops, this.#o.render);
     for (const r of results) this.metrics.runtimeCommands.inc({ command: r.family, result: r.ok ? 'ok' : r.code });
     const failed = results.filter((r) => !r.ok);
     if (failed.length) {
@@ -308,29 +315,45 @@ export class Daemon {
     return { ...rendered, config: `# haproxy-updater settings ${this.#settingsHash()}\n${rendered.config}` };
   }
 
-  async #reload(registry: Registry, plan: Plan, reasons: string[]): Promise<void> {
-    const rendered = this.#render(plan.capacity, registry);
-    const labels = reasons.length ? reasons : ['unknown'];
-    const hash = createHash('sha256').update(configIdentity(rendered.config)).digest('hex');
-    if (hash === this.#refusedConfig) {
-      // Same config as the one refused: runtime changes still apply, the error stays reported.
-      throw new ConfigInvalidError('the desired config was refused before and has not changed since; fix the registry entry named in the earlier error', {
-        reasons: labels,
-        repeat: true,
-      });
-    }
+  /** The decision, with the daemon's deferral and refusal state carried to the next pass. */
+  #decide(plan: Plan, registry: Registry): DecideResult & { rendered: Rendered | null } {
+    let rendered: Rendered | null = null;
+    const result = decideReload({
+      plan,
+      settingsChanged: this.#settingsChanged(),
+      now: Date.now(),
+      deferredSince: this.#deferredSince,
+      consolidateAfterMs: this.#o.consolidateAfterMs,
+      nextAllowedAt: this.#limiter.nextAllowedAt(),
+      refusedConfig: this.#refusedConfig,
+      desiredConfig: () => this.#identity((rendered = this.#render(plan.capacity, registry))),
+    });
+    this.#deferredSince = result.deferredSince;
+    this.#refusedConfig = result.refusedConfig;
+    return { ...result, rendered };
+  }
+
+  /** What tells two renders apart for the refused-config check (not the registry revision). */
+  #identity(rendered: Rendered): string {
+    return createHash('sha256').update(configIdentity(rendered.config)).digest('hex');
+  }
+
+  async #reload(rendered: Rendered, reasons: readonly ReloadCause[], identity: string): Promise<void> {
+    const count = (result: 'ok' | 'failed') => {
+      for (const r of reasons) this.metrics.reloads.inc({ reason: r.kind, result });
+    };
     try {
-      const result = await this.#reloader!.reload(rendered, labels);
+      const result = await this.#reloader!.reload(rendered, reasons);
       this.#limiter.record(Date.now());
       this.#appliedConfig = rendered.config;
       this.#refusedConfig = null;
       this.#deferredSince = 0;
-      for (const r of labels) this.metrics.reloads.inc({ reason: r.split(':')[0] ?? r, result: 'ok' });
-      log.info({ reasons: labels, ms: result.durationMs }, 'reloaded haproxy');
+      count('ok');
+      log.info({ reasons: reasons.map(({ kind, backend }) => ({ kind, backend })), ms: result.durationMs }, 'reloaded haproxy');
     } catch (err) {
       this.#limiter.record(Date.now());
-      if (err instanceof ConfigInvalidError) this.#refusedConfig = hash;
-      for (const r of labels) this.metrics.reloads.inc({ reason: r.split(':')[0] ?? r, result: 'failed' });
+      if (err instanceof ConfigInvalidError) this.#refusedConfig = identity;
+      count('failed');
       throw err;
     }
     const proc = await this.#master.showProc().catch(() => null);

@@ -7,7 +7,7 @@ import { open, rename, readFile, unlink, mkdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { validateConfig, type ValidateOptions } from './validate.js';
-import type { Rendered } from './template.js';
+import type { Rendered } from '../render/index.js';
 import { logger } from '../log.js';
 
 const log = logger('render');

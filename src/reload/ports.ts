@@ -8,27 +8,7 @@
  */
 import net from 'node:net';
 import { ConfigInvalidError } from '../errors.js';
-
-export interface Listener {
-  /** `0.0.0.0`, `::` or an IP literal. */
-  host: string;
-  port: number;
-}
-
-/** TCP listeners (`bind <addr>:<port>`) of a config; unix sockets and others are skipped. */
-export function tcpListeners(configText: string): Listener[] {
-  const out: Listener[] = [];
-  for (const line of configText.split('\n')) {
-    const m = /^\s*bind\s+(\S+)/.exec(line);
-    if (!m?.[1]) continue;
-    const addr = m[1];
-    const v6 = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(addr);
-    const v4 = /^(\*|[0-9.]*):(\d+)$/.exec(addr);
-    if (v6?.[1] && v6[2]) out.push({ host: v6[1], port: Number(v6[2]) });
-    else if (v4?.[2]) out.push({ host: v4[1] === '*' || v4[1] === '' ? '0.0.0.0' : (v4[1] ?? '0.0.0.0'), port: Number(v4[2]) });
-  }
-  return out;
-}
+import { tcpListeners, type Listener } from '../render/index.js';
 
 /**
  * Throws ConfigInvalidError when a TCP port that `next` binds and `current` does not is in

@@ -8,8 +8,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { logger } from './log.js';
-import { MasterClient } from './runtime/index.js';
+import { logger } from '../log.js';
+import { MasterClient } from '../runtime/index.js';
 
 const log = logger('haproxy');
 

@@ -11,7 +11,7 @@
 import { execFile } from 'node:child_process';
 import { GuardError, InvalidArgumentError } from '../errors.js';
 import { logger } from '../log.js';
-import { assertPort } from './safe.js';
+import { assertPort } from '../render/safe.js';
 
 const log = logger('guard');
 

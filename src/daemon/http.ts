@@ -1,0 +1,37 @@
+/**
+ * The daemon's HTTP endpoints on `--listen`: /healthz (the process answers), /readyz (the
+ * daemon's readiness, with its reasons) and /metrics (Prometheus text).
+ */
+import http from 'node:http';
+import { ConfigError } from '../errors.js';
+import { logger } from '../log.js';
+import type { Daemon } from './daemon.js';
+
+const log = logger('http');
+
+/** Listens on `host:port`; rejects with a ConfigError naming `--listen` when it cannot bind. */
+export async function serveEndpoints(daemon: Pick<Daemon, 'readiness' | 'metrics'>, listen: { host: string; port: number }): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    void (async () => {
+      if (req.url === '/healthz') {
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      } else if (req.url === '/readyz') {
+        const r = daemon.readiness();
+        res.writeHead(r.ready ? 200 : 503, { 'content-type': 'text/plain' }).end(r.ready ? 'ready\n' : r.reasons.join('\n') + '\n');
+      } else if (req.url === '/metrics') {
+        res.writeHead(200, { 'content-type': daemon.metrics.registry.contentType }).end(await daemon.metrics.registry.metrics());
+      } else {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+      }
+    })().catch((err: unknown) => {
+      log.error({ err }, 'http handler failed');
+      if (!res.headersSent) res.writeHead(500).end();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new ConfigError(`--listen: cannot listen on ${listen.host}:${listen.port}`, { flag: 'listen' }, { cause: err })));
+    server.listen(listen.port, listen.host, () => resolve());
+  });
+  log.info({ listen: `${listen.host}:${listen.port}` }, 'serving /healthz, /readyz, /metrics');
+  return server;
+}

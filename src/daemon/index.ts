@@ -1,0 +1,9 @@
+/** src/daemon: the daemon (observe, plan, decide, execute), its HTTP endpoints, the managed HAProxy, and the one-shot commands. */
+export * from './daemon.js';
+export * from './observe.js';
+export * from './apply.js';
+export * from './haproxy-process.js';
+export * from './http.js';
+export * from './oneshot.js';
+/** Render settings are part of the daemon's options: `defaultSettings(stateDir)` is their base. */
+export { defaultSettings, type RenderSettings } from '../render/index.js';

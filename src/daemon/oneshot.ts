@@ -1,0 +1,117 @@
+/**
+ * The one-shot commands `render`, `plan` and `status`: the same registry load as the
+ * watcher (src/watch loadRegistryOnce), the same observe and planner as a daemon pass,
+ * run once. They return data; src/cli.ts prints it.
+ */
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { backendName, type Registry, type Rejection } from '../model.js';
+import { loadRegistryOnce, type LoadOnceOptions } from '../watch/index.js';
+import { RuntimeClient, MasterClient, type ProcInfo } from '../runtime/index.js';
+import { plan as makePlan, describePlan, initialCapacity, isClearedAddr, type Plan } from '../reconcile/index.js';
+import { renderConfig, defaultSettings, type RenderSettings, type Rendered } from '../render/index.js';
+import { atomicWrite } from '../reload/index.js';
+import { observe } from './observe.js';
+
+/** What the one-shot commands need to reach etcd (as DaemonOptions.etcd). */
+export type EtcdOptions = LoadOnceOptions;
+
+/** haproxy.cfg (and its support files) for the registry as it is now, with the first-render capacity. */
+export async function renderOnce(etcd: EtcdOptions, settings: RenderSettings): Promise<{ rendered: Rendered; rejections: Rejection[] }> {
+  const { registry, rejections } = await loadRegistryOnce(etcd);
+  return { rendered: renderConfig({ registry, capacity: initialCapacity(registry), settings }), rejections };
+}
+
+/** Writes a render to `out` with its support files where the config names them. */
+export async function writeRenderedFiles(out: string, rendered: Rendered): Promise<void> {
+  await mkdir(path.dirname(out), { recursive: true });
+  for (const [file, content] of rendered.files) {
+    await mkdir(path.dirname(file), { recursive: true });
+    await atomicWrite(file, content);
+  }
+  await atomicWrite(out, rendered.config);
+}
+
+interface HaproxyAt {
+  stateDir: string;
+  /** Admin socket; default `<stateDir>/admin.sock`. */
+  runtimeSocket?: string;
+}
+
+async function observeAt(at: HaproxyAt) {
+  const base = defaultSettings(at.stateDir);
+  const runtime = new RuntimeClient({ path: at.runtimeSocket ?? base.adminSocket }, { timeoutMs: 5000 });
+  const cfg = await readFile(path.join(at.stateDir, 'haproxy.cfg'), 'utf8').catch(() => '');
+  return observe(runtime, base, cfg);
+}
+
+export interface PlanOnceOptions extends HaproxyAt {
+  etcd: EtcdOptions;
+  drainTimeoutMs: number;
+  holdUntilHealthy: boolean;
+}
+
+/** What `run` would do now: one observe and one plan, as a daemon pass starts; `lines` describe it. */
+export async function planOnce(o: PlanOnceOptions): Promise<{ plan: Plan; lines: string[]; rejections: Rejection[] }> {
+  const { registry, rejections } = await loadRegistryOnce(o.etcd);
+  const observed = await observeAt(o);
+  const plan = makePlan(registry, observed, { now: Date.now(), drainTimeoutMs: o.drainTimeoutMs, holdUntilHealthy: o.holdUntilHealthy, drainStartedAt: new Map() });
+  return { plan, lines: describePlan(plan), rejections };
+}
+
+export interface StatusRow {
+  backend: string;
+  slot: string;
+  /** Upstream id by address; `?` when the registry has none there, `-` for a free slot. */
+  upstream: string;
+  /** `addr:port`, or `(free)`. */
+  address: string;
+  admin: 'maint' | 'drain' | 'ready';
+  status: string;
+  check: string;
+  sessions: number;
+}
+
+export interface StatusOptions extends HaproxyAt {
+  etcd: EtcdOptions;
+  /** Master socket; default `<stateDir>/master.sock`. */
+  masterSocket?: string;
+}
+
+/**
+ * HAProxy's backends and slots, with the registry's upstream ids where etcd answers.
+ * `registryError` is set (and ids are `?`) when etcd is unreachable.
+ */
+export async function statusOnce(o: StatusOptions): Promise<{ proc: ProcInfo | null; rows: StatusRow[]; registryError: unknown }> {
+  const observed = await observeAt(o);
+  const master = new MasterClient({ path: o.masterSocket ?? path.join(o.stateDir, 'master.sock') });
+  const proc = await master.showProc().catch(() => null);
+  let registry: Registry | null = null;
+  let registryError: unknown = null;
+  try {
+    registry = (await loadRegistryOnce(o.etcd)).registry;
+  } catch (err) {
+    registryError = err;
+  }
+  const byAddr = new Map<string, string>();
+  for (const svc of [...(registry?.http.values() ?? []), ...(registry?.tcp.values() ?? [])]) {
+    for (const u of svc.upstreams.values()) byAddr.set(`${backendName(svc)}|${u.addr}:${u.port}`, u.id);
+  }
+  const rows: StatusRow[] = [];
+  for (const be of [...observed.backends.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+    for (const s of be.servers) {
+      const free = s.maint && isClearedAddr(s.addr, s.port);
+      rows.push({
+        backend: be.name,
+        slot: s.name,
+        upstream: free ? '-' : (byAddr.get(`${be.name}|${s.addr}:${s.port}`) ?? '?'),
+        address: free ? '(free)' : `${s.addr}:${s.port}`,
+        admin: s.maint ? 'maint' : s.drain ? 'drain' : 'ready',
+        status: s.status,
+        check: s.checkStatus,
+        sessions: s.scur,
+      });
+    }
+  }
+  return { proc, rows, registryError };
+}
