@@ -127,6 +127,7 @@ export class CertSync {
   #retry: NodeJS.Timeout | null = null;
   #interval: NodeJS.Timeout | null = null;
   #stopped = false;
+  #inflight: Promise<PassResult> | null = null;
 
   constructor(opts: CertSyncOptions) {
     this.#o = {
@@ -166,12 +167,14 @@ export class CertSync {
     return first;
   }
 
-  stop(): void {
+  /** Stops watching and timers; resolves when a pass in flight has finished. */
+  async stop(): Promise<void> {
     this.#stopped = true;
     this.#watcher?.close();
     this.#watcher = null;
     for (const t of [this.#debounce, this.#retry]) if (t) clearTimeout(t);
     if (this.#interval) clearInterval(this.#interval);
+    await this.#inflight?.catch(() => undefined);
   }
 
   /** A full comparison pass now (joins one already queued). */
@@ -186,10 +189,13 @@ export class CertSync {
     this.#queued = out;
     void this.#schedule(async () => {
       this.#queued = null;
+      this.#inflight = out;
       try {
         resolveOut(await this.#pass());
       } catch (err) {
         rejectOut(err);
+      } finally {
+        this.#inflight = null;
       }
     }).catch(rejectOut);
     return out;
