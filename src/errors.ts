@@ -162,7 +162,9 @@ export class RuntimeCommandError extends UpdaterError {
 /**
  * A payload command is larger than the CLI buffer takes. Never sent: on 2.6.12 a command
  * plus payload of bufsize-1 bytes got no reply and the worker then died (watchdog), and
- * larger ones had the connection closed with no reply.
+ * larger ones had the connection closed with no reply; 3.0/3.2 refuse bufsize-1 and more
+ * with "The command (line) is too big for the buffer size"; 3.4 takes larger payloads but
+ * gave no reply at bufsize-1, 2*bufsize-2 and 2*bufsize-1.
  */
 export class PayloadTooLargeError extends UpdaterError {
   readonly code = 'E_PAYLOAD_TOO_LARGE';
@@ -271,6 +273,8 @@ export const REPLY_ERRORS: ReadonlyArray<{ match: RegExp; cls: ReplyErrorClass }
   { match: /^The transaction must contain at least a certificate and a private key/, cls: SslCertRefusedError },
   { match: /^No ongoing transaction/, cls: SslTransactionError },
   { match: /^The ongoing transaction is about /, cls: SslTransactionError },
+  // 3.0 / 3.2 answer this for a command + payload of bufsize-1 bytes or more (2.6 does not: see PayloadTooLargeError).
+  { match: /^The command (line )?is too big for the buffer size/, cls: PayloadTooLargeError },
 ];
 
 /**
