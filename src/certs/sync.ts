@@ -290,7 +290,8 @@ export class CertSync {
     }
 
     // Removals: names in our store that no file asks for any more (a bad or half-written file keeps its certificate).
-    const ours = new Set([...listed.keys(), ...this.#served.keys()].filter((n) => path.dirname(n) === this.#o.storeDir));
+    // `held` too: a store entry left unlisted by an interrupted add is freed as well.
+    const ours = new Set([...listed.keys(), ...held, ...this.#served.keys()].filter((n) => path.dirname(n) === this.#o.storeDir));
     for (const name of ours) {
       if (desired.has(name) || keep.has(name)) continue;
       const lines = listed.get(name) ?? [];

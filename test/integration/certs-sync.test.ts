@@ -441,3 +441,28 @@ test('payload limit: a chain over what tune.bufsize allows is refused with its p
   assert.deepEqual(r.rejected, []);
   assert.equal((await handshake(large.port, 'big.test')).serial, chainCas.serial);
 });
+
+test('a transaction left open (an updater killed mid-update) is aborted first, so it cannot swallow the next certificate', async (t) => {
+  const e = await setup(t);
+  const a = await makeLeaf(e.dir, ['a.test'], { ca: e.ca });
+  await e.put('a.test.pem', a.cert + a.key);
+  const sync = e.sync();
+  await sync.start();
+  await sync.stop(); // passes only when asked, from here on
+  // What a crash between `set` and `commit` leaves behind: an open transaction on a.test.
+  const stale = await makeLeaf(e.dir, ['a.test'], { ca: e.ca });
+  const stalePem = validatePem(stale.cert + stale.key);
+  assert.ok(stalePem.ok);
+  const aName = path.join(e.store, 'a.test.pem');
+  assert.equal(R.parseSetSslCert(await e.client.run(R.setSslCert(aName, stalePem.lines)), aName), 'created');
+  assert.equal(R.parseSslCertList(await e.client.run(R.showSslCerts())).transaction, aName);
+
+  const b = await makeLeaf(e.dir, ['b.test'], { ca: e.ca });
+  await e.put('b.test.pem', b.cert + b.key);
+  const r = await sync.verify();
+  assert.deepEqual(r.added, [path.join(e.certs, 'b.test.pem')]);
+  assert.deepEqual(r.failed, []);
+  assert.equal((await handshake(e.port, 'b.test')).serial, serialOf(b), 'b.test has its own certificate');
+  assert.equal((await handshake(e.port, 'a.test')).serial, serialOf(a), 'a.test unchanged: the stale transaction was dropped');
+  assert.equal(R.parseSslCertList(await e.client.run(R.showSslCerts())).transaction, null);
+});
