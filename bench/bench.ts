@@ -11,7 +11,7 @@ import './env.js';
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { startEtcd } from '../test/integration/harness.js';
+import { BIN_ENV, bin, startEtcd, type Tool } from '../testkit/index.js';
 import { convergence, type ConvResult, type Floors } from './convergence.js';
 import { churn, type ChurnResult } from './churn.js';
 import { reloads, type ReloadsResult } from './reloads.js';
@@ -38,7 +38,9 @@ const USAGE = `npm run bench -- [flags]
   --grow-to <n>           scale: grow one backend from 1 to n upstreams (200)
   --grow-gap <ms>         scale: pause between two growth puts (10)
   --grow-consolidate <d>  scale: the shortened --consolidate-after (1s)
-  --[no-]wait-consolidation  scale: wait for the default 60 s consolidation (full: yes, quick: no)`;
+  --[no-]wait-consolidation  scale: wait for the default 60 s consolidation (full: yes, quick: no)
+  --haproxy-bin <path>    HAProxy executable (env HAPROXY_BIN; default haproxy on PATH)
+  --etcd-bin <path>       etcd executable (env ETCD_BIN; default etcd on PATH; etcdctl: ETCDCTL_BIN)`;
 
 function parseArgs(argv: string[]): Args {
   const quick = argv.includes('--quick');
@@ -98,6 +100,9 @@ function parseArgs(argv: string[]): Args {
       case '--grow-consolidate': a.growConsolidate = v() ?? '1s'; break;
       case '--wait-consolidation': a.waitConsolidation = true; break;
       case '--no-wait-consolidation': a.waitConsolidation = false; break;
+      // testkit reads the executables from the environment (one owner); the flag sets it.
+      case '--haproxy-bin': process.env.HAPROXY_BIN = v() ?? ''; break;
+      case '--etcd-bin': process.env.ETCD_BIN = v() ?? ''; break;
       case '-h':
       case '--help':
         console.log(USAGE);
@@ -221,8 +226,14 @@ function table(r: Results): string {
 // ------------------------------------------------------------------ main
 
 async function main(): Promise<number> {
-  const args = parseArgs(process.argv.slice(2));
-  process.env.PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin`;
+  let args: Args;
+  try {
+    args = parseArgs(process.argv.slice(2));
+    for (const tool of Object.keys(BIN_ENV) as Tool[]) bin(tool); // a missing executable is a usage error
+  } catch (err) {
+    console.error(`bench: ${(err as Error).message}`);
+    return 2;
+  }
   const started = Date.now();
   const results: Results = {
     machine: await machine(),

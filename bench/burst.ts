@@ -7,7 +7,7 @@
  * healthy. Then `show servers state` is polled (every 20 ms) until HAProxy reflects all of
  * them: first with their address and out of maintenance, then UP (health checks passed).
  */
-import { startBackend } from '../test/integration/harness.js';
+import { startBackend } from '../testkit/index.js';
 import { countLive, log, putMany, serversState, until } from './lib.js';
 import { reloadsOf } from './lib.js';
 import { startSide, type Ctx } from './setup.js';

@@ -6,7 +6,7 @@
  * so additions beyond the free slots go to overflow servers. Every upstream stays alive:
  * a failed request is the updater's (or the reload's) doing, not a dead upstream's.
  */
-import { sleep, startBackend } from '../test/integration/harness.js';
+import { sleep, startBackend } from '../testkit/index.js';
 import { httpGet, log, until } from './lib.js';
 import { reloadsOf } from './lib.js';
 import { startPacedLoad, type LoadSummary } from './load.js';

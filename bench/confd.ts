@@ -24,7 +24,7 @@ import { backendName, type Registry, type Service } from '../src/model.js';
 import { MasterClient } from '../src/runtime/index.js';
 import { defaultSettings, renderConfig, writeRendered, type RenderSettings } from '../src/render/index.js';
 import { RegistryWatcher } from '../src/watch/index.js';
-import { startHaproxy, socketCommand, waitFor, type HaproxyHandle } from '../test/integration/harness.js';
+import { startHaproxy, socketCommand, waitFor, type HaproxyHandle } from '../testkit/index.js';
 
 export interface ConfdOptions {
   etcdEndpoint: string;

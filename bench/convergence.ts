@@ -10,7 +10,7 @@
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { RuntimeClient, setServerWeight, showInfo } from '../src/runtime/index.js';
-import { sleep, startBackend, type Backend } from '../test/integration/harness.js';
+import { sleep, startBackend, type Backend } from '../testkit/index.js';
 import { dist, httpGet, log, serversState, until, type Dist } from './lib.js';
 import { reloadsOf } from './lib.js';
 import { startPacedLoad, type LoadSummary } from './load.js';

@@ -1,15 +1,12 @@
 /** Shared helpers of the benchmark: statistics, etcd writes, HAProxy state polling, machine facts. */
 import { readFile } from 'node:fs/promises';
-import http from 'node:http';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Etcd3 } from 'etcd3';
-import { RuntimeClient, parseServersState, showServersState, isMaint, type ServerStateRow } from '../src/runtime/index.js';
-import { execFileP, sleep } from '../test/integration/harness.js';
-import { masterView, type MasterView } from '../test/integration/updater.js';
-import { pct } from './load.js';
+import { SRV_OP, type ServerStateRow } from '../src/runtime/index.js';
+import { httpRequest, masterView, percentile as pct, slotUse, toolVersions, until, type MasterView } from '../testkit/index.js';
 
-export { pct };
+export { pct, until };
 
 export interface Dist {
   n: number;
@@ -55,25 +52,7 @@ export async function putMany(client: Etcd3, entries: ReadonlyArray<readonly [st
   await Promise.all(Array.from({ length: Math.min(concurrency, entries.length) }, worker));
 }
 
-/** Polls until `fn` returns a truthy value; null on timeout (the caller reports it). */
-export async function until<T>(fn: () => Promise<T> | T, timeoutMs: number, intervalMs = 20): Promise<T | null> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch {
-      /* not yet */
-    }
-    if (Date.now() >= deadline) return null;
-    await sleep(intervalMs);
-  }
-}
-
-export async function serversState(adminSocket: string, timeoutMs = 10_000): Promise<ServerStateRow[]> {
-  const rt = new RuntimeClient({ path: adminSocket }, { timeoutMs });
-  return parseServersState(await rt.run(showServersState()));
-}
+export { readServers as serversState } from '../testkit/index.js';
 
 /** Servers that carry an upstream address and are out of maintenance; and of those, the UP ones. */
 export function countLive(rows: readonly ServerStateRow[], backendRe: RegExp): { configured: number; up: number } {
@@ -81,9 +60,10 @@ export function countLive(rows: readonly ServerStateRow[], backendRe: RegExp): {
   let up = 0;
   for (const r of rows) {
     if (!backendRe.test(r.beName)) continue;
-    if (r.srvAddr === '0.0.0.0' || r.srvAddr === '::' || r.srvAddr === '-' || isMaint(r)) continue;
+    const use = slotUse(r);
+    if (use === 'free' || use === 'maint') continue;
     configured++;
-    if (r.srvOpState === 2) up++;
+    if (r.srvOpState === SRV_OP.RUNNING) up++;
   }
   return { configured, up };
 }
@@ -101,28 +81,23 @@ export interface Machine {
   memGiB: number;
   kernel: string;
   node: string;
+  /** Version line and path of the HAProxy in use (HAPROXY_BIN or PATH). */
   haproxy: string;
+  /** Version line and path of the etcd in use (ETCD_BIN or PATH). */
   etcd: string;
   root: boolean;
 }
 
 export async function machine(): Promise<Machine> {
-  const ver = async (cmd: string, args: string[]) => {
-    try {
-      const { stdout } = await execFileP(cmd, args);
-      return stdout.split('\n')[0]?.trim() ?? '';
-    } catch {
-      return 'unknown';
-    }
-  };
+  const [haproxy, etcd] = await toolVersions(['haproxy', 'etcd']);
   return {
     cpus: os.cpus().length,
     cpuModel: os.cpus()[0]?.model.trim() ?? 'unknown',
     memGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
     kernel: os.release(),
     node: process.version,
-    haproxy: (await ver('haproxy', ['-v'])).replace(/ - https?:.*$/, ''),
-    etcd: await ver('etcd', ['--version']),
+    haproxy: `${haproxy!.version} (${haproxy!.path})`,
+    etcd: `${etcd!.version} (${etcd!.path})`,
     root: process.getuid?.() === 0,
   };
 }
@@ -130,18 +105,9 @@ export async function machine(): Promise<Machine> {
 export const round = (v: number, digits = 1) => Math.round(v * 10 ** digits) / 10 ** digits;
 
 /** One GET through HAProxy; resolves the trimmed body of a 2xx answer, null otherwise. */
-export function httpGet(port: number, host: string, timeoutMs = 2000): Promise<string | null> {
-  return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/', headers: { host }, agent: false, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve((res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 300 ? body.trim() : null));
-      res.on('error', () => resolve(null));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', () => resolve(null));
-  });
+export async function httpGet(port: number, host: string, timeoutMs = 2000): Promise<string | null> {
+  const r = await httpRequest({ port, host, timeoutMs });
+  return r.ok ? r.body : null;
 }
 
 /** HAProxy's own reload counter (`show proc`), retried while the master re-executes. */

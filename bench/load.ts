@@ -1,12 +1,13 @@
 /**
  * Open-loop ("paced") HTTP load for the benchmark: one request every `intervalMs`, at most
  * `maxInFlight` at once, bounded by `maxRequests` and `durationMs` (loopback or a test
- * namespace only). Unlike the harness's closed-loop `runLoad`, a stall does not slow the
+ * namespace only). Unlike testkit's closed-loop `runLoad`, a stall does not slow the
  * sender down, so it shows up in the latencies (and as `skipped` ticks when `maxInFlight`
  * requests are all stuck) instead of being hidden.
  */
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
+import { assertLocalTarget, httpRequest, percentile as pct } from '../testkit/index.js';
 
 export interface PacedLoadOptions {
   /** e.g. http://127.0.0.1:8080/ */
@@ -52,19 +53,9 @@ export interface PacedLoad {
   readonly ok: number;
 }
 
-export function pct(values: readonly number[], p: number): number {
-  if (values.length === 0) return 0;
-  const sorted = [...values].sort((a, b) => a - b);
-  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[idx] ?? 0;
-}
-
 export function startPacedLoad(o: PacedLoadOptions): PacedLoad {
   const url = new URL(o.url);
-  const hostname = url.hostname.replace(/^\[|\]$/g, '');
-  if (!(hostname === 'localhost' || hostname === '::1' || hostname.startsWith('127.'))) {
-    throw new Error(`load target must be loopback, got ${url.hostname}`);
-  }
+  assertLocalTarget(url.hostname);
   const interval = Math.max(1, o.intervalMs ?? 2);
   const maxInFlight = o.maxInFlight ?? 8;
   const maxRequests = o.maxRequests ?? 200_000;
@@ -95,33 +86,9 @@ export function startPacedLoad(o: PacedLoadOptions): PacedLoad {
     sent++;
     inFlight++;
     const t = performance.now();
-    let settled = false;
-    const settle = (failure: string | null) => {
-      if (settled) return;
-      settled = true;
-      finish(t, failure);
-    };
-    const req = http.request(
-      {
-        host: hostname,
-        port: url.port,
-        path: url.pathname + url.search,
-        headers: { host: o.host, connection: agent ? 'keep-alive' : 'close' },
-        agent: agent ?? false,
-        timeout: o.timeoutMs ?? 10_000,
-      },
-      (res) => {
-        res.resume();
-        res.on('end', () => {
-          const s = res.statusCode ?? 0;
-          settle(s >= 200 && s < 300 ? null : String(s));
-        });
-        res.on('error', (err: NodeJS.ErrnoException) => settle(err.code ?? err.message));
-      },
+    void httpRequest({ hostname: url.hostname, port: Number(url.port), host: o.host, path: url.pathname + url.search, agent, timeoutMs: o.timeoutMs ?? 10_000, readBody: false }).then((r) =>
+      finish(t, r.ok ? null : (r.error ?? String(r.status))),
     );
-    req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
-    req.on('error', (err: NodeJS.ErrnoException) => settle(err.code ?? err.message));
-    req.end();
   };
 
   const timer = setInterval(() => {

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { DEFAULT_OPTIONS, type HttpService, type Registry } from '../src/model.js';
 import { MasterClient, RuntimeClient } from '../src/runtime/index.js';
 import { createGuard, defaultSettings, Reloader, renderConfig, writeRendered, type ReloadGuard, type RenderSettings } from '../src/render/index.js';
-import { execFileP, freePort, removeDir, sleep, socketCommand, startProcess, stopProcess, tempDir, waitFor, type Proc } from '../test/integration/harness.js';
+import { execFileP, freePort, haproxyBin, launchHaproxy, removeDir, sleep, socketCommand, startProcess, stopProcess, tempDir, waitFor, type Proc } from '../testkit/index.js';
 import { dist, log, type Dist } from './lib.js';
 import type { LoadSummary, PacedLoadOptions } from './load.js';
 import type { Ctx } from './setup.js';
@@ -84,15 +84,7 @@ async function guardRun(ctx: Ctx, kind: 'none' | 'iptables', ns: string | null):
   const procs: Proc[] = [];
   try {
     procs.push(startProcess(...inNs([process.execPath, '-e', BACKEND_JS, String(backendPort)])));
-    const hp = startProcess(...inNs(['haproxy', '-W', '-S', `${masterSocket},level,admin`, '-f', cfgPath]), { cwd: dir });
-    procs.push(hp);
-    await waitFor(
-      async () => {
-        if (hp.child.exitCode !== null) throw new Error(`haproxy exited: ${hp.output.slice(-5).join('\n')}`);
-        return (await socketCommand(masterSocket, 'show proc')).includes('worker') && (await socketCommand(settings.adminSocket, 'show info')).includes('Pid:');
-      },
-      { what: 'haproxy for the reload runs' },
-    );
+    procs.push(await launchHaproxy({ cfgPath, masterSocket, adminSocket: settings.adminSocket, cwd: dir, netns: ns }));
     await socketCommand(settings.adminSocket, `set server http-web/s1 addr 127.0.0.1 port ${backendPort}`);
     await socketCommand(settings.adminSocket, 'set server http-web/s1 state ready');
 
@@ -130,6 +122,7 @@ async function guardRun(ctx: Ctx, kind: 'none' | 'iptables', ns: string | null):
       runtime: new RuntimeClient({ path: settings.adminSocket }),
       guard,
       cfgPath,
+      haproxyBin: haproxyBin(),
       serverStateFile: settings.serverStateFile,
       guardPorts: () => [httpPort],
       // The port probe would bind in this process's namespace, not HAProxy's.

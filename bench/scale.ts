@@ -15,7 +15,7 @@
  */
 import { existsSync } from 'node:fs';
 import { parseDuration } from '../src/config.js';
-import { sleep, startBackend, type Backend } from '../test/integration/harness.js';
+import { sleep, startBackend, type Backend } from '../testkit/index.js';
 
 import { countLive, httpGet, log, putMany, rssMiB, serversState, until, viewOf } from './lib.js';
 import { startDaemon, type Ctx } from './setup.js';

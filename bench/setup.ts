@@ -1,9 +1,8 @@
 /** Benchmark options, the shared context, and starting the real daemon with its defaults. */
 import type { Etcd3 } from 'etcd3';
 import path from 'node:path';
-import { freePort, removeDir, tempDir, type EtcdHandle } from '../test/integration/harness.js';
+import { freePort, killHaproxy, removeDir, startUpdater, tempDir, type EtcdHandle, type UpdaterHandle } from '../testkit/index.js';
 import { ConfdBaseline } from './confd.js';
-import { startUpdater, killHaproxy, type UpdaterHandle } from '../test/integration/updater.js';
 
 export const MEASURES = ['convergence', 'churn', 'reloads', 'burst', 'scale'] as const;
 export type Measure = (typeof MEASURES)[number];

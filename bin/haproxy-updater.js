@@ -7,6 +7,20 @@ import { fileURLToPath } from 'node:url';
 
 const src = fileURLToPath(new URL('../src/cli.ts', import.meta.url));
 const dist = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+// `npx haproxy-updater` runs us as npm -> sh -c -> node. npm forwards SIGTERM/SIGINT to that
+// shell, which dies of it and leaves this process orphaned, still running HAProxy or keeping a
+// registration's lease alive. So when npm started us, our parent's death means: stop, as on
+// SIGTERM (graceful: the current step finishes, a registration is removed). Only under npm,
+// so that `haproxy-updater run &` from a shell that later exits keeps its old meaning.
+if (process.env.npm_command !== undefined || process.env.npm_lifecycle_event !== undefined) {
+  const parent = process.ppid;
+  const orphanCheck = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(orphanCheck);
+    process.kill(process.pid, 'SIGTERM');
+  }, 200);
+  orphanCheck.unref();
+}
 let mod;
 if (!existsSync(src) && existsSync(dist)) {
   mod = await import(dist);

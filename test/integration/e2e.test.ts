@@ -24,8 +24,11 @@ import {
   type EtcdHandle,
   type Backend,
   type LoadResult,
-} from './harness.js';
-import { startUpdater, masterView, killHaproxy, type UpdaterHandle } from './updater.js';
+  startUpdater,
+  masterView,
+  killHaproxy,
+  type UpdaterHandle,
+} from '../../testkit/index.js';
 
 const P = '/haproxy-discover';
 let etcd: EtcdHandle;
@@ -277,7 +280,7 @@ test('a render HAProxy refuses changes nothing; membership changes still apply; 
 });
 
 test('drift made behind our back is repaired, and `plan` then has nothing to do', async () => {
-  const { socketCommand } = await import('./harness.js');
+  const { socketCommand } = await import('../../testkit/index.js');
   const state = await socketCommand(updater.adminSocket, 'show servers state http-web');
   const slot = /^\d+ http-web \d+ (s\d+) 127\.0\.0\.1 /m.exec(state)?.[1];
   assert.ok(slot, state);

@@ -14,7 +14,7 @@ import { pathToFileURL } from 'node:url';
 import { DEFAULT_OPTIONS, type HttpService, type Registry } from '../../src/model.js';
 import { MasterClient, RuntimeClient } from '../../src/runtime/index.js';
 import { defaultSettings, IptablesGuard, NoGuard, Reloader, renderConfig, writeRendered, type ReloadGuard, type RenderSettings } from '../../src/render/index.js';
-import { execFileP, removeDir, socketCommand, startProcess, stopProcess, tempDir, waitFor, type Proc } from './harness.js';
+import { execFileP, launchHaproxy, removeDir, socketCommand, startProcess, stopProcess, tempDir, waitFor, type Proc } from '../../testkit/index.js';
 
 const ROOT = process.getuid?.() === 0;
 const SKIP = ROOT ? false : 'needs root (ip netns, iptables): not root, skipped';
@@ -23,7 +23,7 @@ const TAG = 'haproxy-updater-guard';
 const HTTP_PORT = 8080;
 const BACKEND_PORT = 9000;
 const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
-const HARNESS = pathToFileURL(path.join(REPO, 'test/integration/harness.ts')).href;
+const HARNESS = pathToFileURL(path.join(REPO, 'testkit/load.ts')).href;
 
 // Static scripts; data only ever travels as argv.
 const BACKEND_JS = `const http = require('node:http');
@@ -79,15 +79,7 @@ async function reloadsUnderLoad(t: { after(fn: () => Promise<void>): void; diagn
     await removeDir(dir);
   });
   procs.push(startProcess('ip', inNs('node', '-e', BACKEND_JS, String(BACKEND_PORT))));
-  const hp = startProcess('ip', inNs('haproxy', '-W', '-S', `${masterSocket},level,admin`, '-f', cfgPath), { cwd: dir });
-  procs.push(hp);
-  await waitFor(
-    async () => {
-      if (hp.child.exitCode !== null) throw new Error(`haproxy exited: ${hp.output.slice(-5).join('\n')}`);
-      return (await socketCommand(masterSocket, 'show proc')).includes('worker') && (await socketCommand(settings.adminSocket, 'show info')).includes('Pid:');
-    },
-    { what: 'haproxy in the namespace' },
-  );
+  procs.push(await launchHaproxy({ cfgPath, masterSocket, adminSocket: settings.adminSocket, cwd: dir, netns: NS }));
   await socketCommand(settings.adminSocket, `set server http-web/s1 addr 127.0.0.1 port ${BACKEND_PORT}`);
   await socketCommand(settings.adminSocket, 'set server http-web/s1 state ready');
 

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { DEFAULT_OPTIONS, type HttpService, type Registry } from '../../src/model.js';
 import { MasterClient, RuntimeClient } from '../../src/runtime/index.js';
 import { defaultSettings, NoGuard, Reloader, renderConfig, writeRendered, type RenderSettings } from '../../src/render/index.js';
-import { execFileP, freePort, removeDir, socketCommand, startHaproxy, tempDir, waitFor } from './harness.js';
+import { execFileP, freePort, removeDir, socketCommand, startHaproxy, tempDir, waitFor } from '../../testkit/index.js';
 
 function svc(name: string, o: Partial<HttpService> = {}): HttpService {
   return { kind: 'http', name, upstreams: new Map(), domains: [], urlReg: null, sslPassthrough: false, options: DEFAULT_OPTIONS, ...o };

@@ -18,7 +18,7 @@ import { DEFAULT_OPTIONS, type HttpService, type Registry, type TcpService } fro
 import { ConfigInvalidError, ReloadFailedError } from '../../src/errors.js';
 import { MasterClient, RuntimeClient } from '../../src/runtime/index.js';
 import { defaultSettings, NoGuard, Reloader, renderConfig, writeRendered, type RenderSettings, type Rendered } from '../../src/render/index.js';
-import { freePort, percentile, removeDir, runLoad, socketCommand, startBackend, startHaproxy, tempDir, waitFor, type LoadResult } from './harness.js';
+import { freePort, percentile, removeDir, runLoad, socketCommand, startBackend, startHaproxy, tempDir, waitFor, type LoadResult } from '../../testkit/index.js';
 
 function http(name: string, domains: string[]): HttpService {
   return { kind: 'http', name, upstreams: new Map(), domains, urlReg: null, sslPassthrough: false, options: { ...DEFAULT_OPTIONS, healthPath: '/health' } };

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import * as E from '../../src/errors.js';
 import * as R from '../../src/runtime/index.js';
-import { freePort, haproxyTestConfig, removeDir, runLoad, startBackend, startHaproxy, socketCommand } from './harness.js';
+import { freePort, haproxyTestConfig, removeDir, runLoad, startBackend, startHaproxy, socketCommand } from '../../testkit/index.js';
 
 async function setup(t: import('node:test').TestContext) {
   const httpPort = await freePort();

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import * as E from '../../src/errors.js';
 import * as R from '../../src/runtime/index.js';
-import { freePort, haproxyTestConfig, removeDir, runLoad, startBackend, startHaproxy } from './harness.js';
+import { freePort, haproxyTestConfig, removeDir, runLoad, startBackend, startHaproxy } from '../../testkit/index.js';
 
 test('reload: success (new worker, traffic uninterrupted, slot kept via the state file); invalid config → ReloadFailedError, old worker serving', async (t) => {
   const httpPort = await freePort();

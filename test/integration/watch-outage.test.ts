@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Etcd3 } from 'etcd3';
-import { startEtcd, waitFor, sleep, freePort } from './harness.js';
+import { startEtcd, waitFor, sleep, freePort } from '../../testkit/index.js';
 import { RegistryWatcher, type RegistryUpdate, type WatchState } from '../../src/watch/index.js';
 
 const P = '/haproxy-discover';

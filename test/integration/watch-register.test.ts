@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startEtcd, waitFor, sleep } from './harness.js';
+import { startEtcd, waitFor, sleep } from '../../testkit/index.js';
 import { registerUpstream, deregisterUpstream, RegistryWatcher, parseUpstreamValue } from '../../src/watch/index.js';
 import { ConfigError, RegistryValueError } from '../../src/errors.js';
 

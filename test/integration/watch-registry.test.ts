@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Etcd3 } from 'etcd3';
-import { startEtcd, waitFor, sleep } from './harness.js';
+import { startEtcd, waitFor, sleep } from '../../testkit/index.js';
 import { RegistryWatcher, type RegistryUpdate } from '../../src/watch/index.js';
 import { DEFAULT_OPTIONS, type HttpService, type Rejection, type TcpService } from '../../src/model.js';
 
