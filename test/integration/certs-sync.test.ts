@@ -15,7 +15,7 @@ import { validatePem } from '../../src/certs/pem.js';
 import * as R from '../../src/runtime/index.js';
 import { makeCa, makeExpiredLeaf, makeKey, makeLeaf, type Ca, type Pem } from '../fixtures/certs.js';
 import { rootLogger } from '../../src/log.js';
-import { freePort, percentile, removeDir, sleep, startHaproxy, tempDir, waitFor } from './harness.js';
+import { freePort, percentile, removeDir, sleep, startHaproxy, tempDir, waitFor } from '../../testkit/index.js';
 
 // Rejections are expected here and logged by design; keep the test output quiet unless asked.
 if (!process.env.LOG_LEVEL) rootLogger.level = 'error';

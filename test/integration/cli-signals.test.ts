@@ -8,8 +8,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { startEtcd, startProcess, stopProcess, waitFor, tempDir, removeDir, freePort, type EtcdHandle, type Proc } from './harness.js';
-import { BIN, masterView } from './updater.js';
+import { startEtcd, startProcess, stopProcess, waitFor, tempDir, removeDir, freePort, type EtcdHandle, type Proc } from '../../testkit/index.js';
+import { BIN, masterView } from '../../testkit/index.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const P = '/haproxy-discover';
@@ -39,7 +39,7 @@ async function updaterPid(proc: Proc): Promise<number> {
       return undefined;
     },
     { what: 'a log line with the updater PID', timeoutMs: 30_000 },
-  );
+  ) as Promise<number>;
 }
 
 async function runStopsCleanly(launcher: 'npx' | 'node'): Promise<void> {
@@ -54,7 +54,7 @@ async function runStopsCleanly(launcher: 'npx' | 'node'): Promise<void> {
   try {
     const pid = await updaterPid(proc);
     const view = await waitFor(() => masterView(path.join(dir, 'master.sock')).catch(() => undefined), { what: 'managed HAProxy', timeoutMs: 30_000 });
-    pids = [pid, view.masterPid, ...view.workers];
+    pids = [pid, view!.masterPid, ...view!.workers];
     if (launcher === 'npx') assert.notEqual(pid, proc.child.pid, 'npx runs the updater below npm');
     proc.child.kill('SIGTERM');
     await waitFor(() => pids.every((p) => !alive(p)) || undefined, { what: `no process left of ${pids.join(',')}`, timeoutMs: 10_000, intervalMs: 100 });
