@@ -126,9 +126,66 @@ export class UnsupportedOptionError extends UpdaterError {
 export class AddressFamilyError extends UpdaterError {
   readonly code = 'E_ADDRESS_FAMILY';
 }
+/** `new ssl cert` for a name HAProxy already holds. */
+export class SslCertExistsError extends UpdaterError {
+  readonly code = 'E_SSL_CERT_EXISTS';
+}
+/** The certificate (store entry) is unknown to HAProxy, or not referenced by any bind. */
+export class SslCertNotFoundError extends UpdaterError {
+  readonly code = 'E_SSL_CERT_NOT_FOUND';
+}
+/** `del ssl cert` on a certificate still listed in a crt-list. */
+export class SslCertInUseError extends UpdaterError {
+  readonly code = 'E_SSL_CERT_IN_USE';
+}
+/** HAProxy refused the PEM content (unreadable, key mismatch, no key). */
+export class SslCertRefusedError extends UpdaterError {
+  readonly code = 'E_SSL_CERT_REFUSED';
+}
+/**
+ * No transaction, or the one open transaction is about another certificate. HAProxy 2.6
+ * keeps one ssl-cert transaction at a time, and a `set ssl cert B` while A's is open
+ * silently loads B's PEM into A's transaction: the reply names A, which the parser checks.
+ */
+export class SslTransactionError extends UpdaterError {
+  readonly code = 'E_SSL_TRANSACTION';
+}
+/** A crt-list is unknown, or an entry cannot be edited (absent, ambiguous). */
+export class CrtListError extends UpdaterError {
+  readonly code = 'E_CRT_LIST';
+}
 /** Any other reply HAProxy marks as a refusal that has no class of its own. */
 export class RuntimeCommandError extends UpdaterError {
   readonly code = 'E_RUNTIME_COMMAND';
+}
+
+/**
+ * A payload command is larger than the CLI buffer takes. Never sent: on 2.6.12 a command
+ * plus payload of bufsize-1 bytes got no reply and the worker then died (watchdog), and
+ * larger ones had the connection closed with no reply; 3.0/3.2 refuse bufsize-1 and more
+ * with "The command (line) is too big for the buffer size"; 3.4 takes larger payloads but
+ * gave no reply at bufsize-1, 2*bufsize-2 and 2*bufsize-1.
+ */
+export class PayloadTooLargeError extends UpdaterError {
+  readonly code = 'E_PAYLOAD_TOO_LARGE';
+}
+
+// ---------------------------------------------------------------- certificates
+
+/**
+ * A PEM file in the certificates directory was not applied: `path` and `reason` say which
+ * and why. The certificate it would have replaced keeps being served.
+ */
+export class CertFileError extends UpdaterError {
+  readonly code = 'E_CERT_FILE';
+  constructor(
+    readonly path: string,
+    readonly reason: string,
+    context: ErrorContext = {},
+    options?: { cause?: unknown },
+  ) {
+    super(`${path}: ${reason}`, { path, reason, ...context }, options);
+  }
 }
 
 // ---------------------------------------------------------------- render, reload, guard
@@ -201,6 +258,23 @@ export const REPLY_ERRORS: ReadonlyArray<{ match: RegExp; cls: ReplyErrorClass }
   { match: /^usage: /, cls: RuntimeCommandError },
   { match: /^Require '?backend\/server'?/, cls: RuntimeCommandError },
   { match: /^Missing /, cls: RuntimeCommandError },
+  // ssl cert / crt-list family (2.6.12, test/fixtures/runtime/ssl-*.txt)
+  { match: /^Certificate '.*' already exists!/, cls: SslCertExistsError },
+  { match: /^Can't replace a certificate which is not referenced/, cls: SslCertNotFoundError },
+  { match: /^Can't remove the certificate: .* in use, can't be deleted!/, cls: SslCertInUseError },
+  { match: /^Can't remove the certificate: .* doesn't exist!/, cls: SslCertNotFoundError },
+  { match: /^Can't display the certificate: Not found/, cls: SslCertNotFoundError },
+  { match: /^Can't edit the crt-list: certificate .* does not exist!/, cls: SslCertNotFoundError },
+  { match: /^Can't edit the crt-list/, cls: CrtListError },
+  { match: /^Can't delete the entry/, cls: CrtListError },
+  { match: /^didn't find the specified filename/, cls: CrtListError },
+  { match: /^unable to load certificate/, cls: SslCertRefusedError },
+  { match: /^inconsistencies between private key and certificate/, cls: SslCertRefusedError },
+  { match: /^The transaction must contain at least a certificate and a private key/, cls: SslCertRefusedError },
+  { match: /^No ongoing transaction/, cls: SslTransactionError },
+  { match: /^The ongoing transaction is about /, cls: SslTransactionError },
+  // 3.0 / 3.2 answer this for a command + payload of bufsize-1 bytes or more (2.6 does not: see PayloadTooLargeError).
+  { match: /^The command (line )?is too big for the buffer size/, cls: PayloadTooLargeError },
 ];
 
 /**

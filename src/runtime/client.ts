@@ -4,7 +4,7 @@
  * so that replies are framed reliably (see socket.ts).
  */
 import { classifyReply, type UpdaterError } from '../errors.js';
-import { assertSafeCommand, type Command } from './command.js';
+import { assertSafeCommand, DEFAULT_BUFSIZE, type Command } from './command.js';
 import { DEFAULT_TIMEOUT_MS, exchangeSettled, type SettledExchange, type SocketTarget } from './socket.js';
 
 export type BatchResult =
@@ -16,6 +16,11 @@ export interface RuntimeClientOptions {
   timeoutMs?: number;
   /** Commands per connection in `batch`. Default 200. */
   batchSize?: number;
+  /**
+   * HAProxy's `tune.bufsize` (the template's setting): bounds `set ssl cert` payloads, which
+   * are refused unsent above it (a too-large payload can crash a 2.6 worker). Default 16384.
+   */
+  bufsize?: number;
 }
 
 /** Pause before the single retry of a chunk whose connection was refused (reload re-exec ~0.1 s). */
@@ -25,15 +30,22 @@ export class RuntimeClient {
   readonly #target: SocketTarget;
   readonly #timeoutMs: number;
   readonly #batchSize: number;
+  readonly #bufsize: number;
 
   constructor(target: SocketTarget, opts: RuntimeClientOptions = {}) {
     this.#target = target;
+    this.#bufsize = opts.bufsize ?? DEFAULT_BUFSIZE;
     this.#timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#batchSize = Math.max(1, Math.floor(opts.batchSize ?? 200));
   }
 
   get target(): SocketTarget {
     return this.#target;
+  }
+
+  /** The `tune.bufsize` payloads are checked against. */
+  get bufsize(): number {
+    return this.#bufsize;
   }
 
   /** Runs one command; returns its reply or throws the class `classifyReply` picks. */
@@ -53,10 +65,10 @@ export class RuntimeClient {
    * unknown), and later chunks are not sent, since ordered steps (drain → maint → addr)
    * must not run with a gap. A chunk is retried once, on a new connection, only when its
    * connection was never established — then not one byte of it reached HAProxy.
-   * Throws `InvalidArgumentError` before any I/O if a command is unsafe.
+   * Throws `InvalidArgumentError` (or `PayloadTooLargeError`) before any I/O if a command is unsafe.
    */
   async batch(cmds: readonly Command[]): Promise<BatchResult[]> {
-    for (const c of cmds) assertSafeCommand(c);
+    for (const c of cmds) assertSafeCommand(c, { bufsize: this.#bufsize });
     const results: BatchResult[] = [];
     let transportError: UpdaterError | undefined;
     for (let start = 0; start < cmds.length; start += this.#batchSize) {
@@ -65,10 +77,10 @@ export class RuntimeClient {
         for (const c of chunk) results.push({ command: c.text, ok: false, error: notSent(transportError, c) });
         continue;
       }
-      let res: SettledExchange = await exchangeSettled(this.#target, chunk, { timeoutMs: this.#timeoutMs });
+      let res: SettledExchange = await exchangeSettled(this.#target, chunk, { timeoutMs: this.#timeoutMs, bufsize: this.#bufsize });
       if (res.error && !res.connected && res.error.recoverable) {
         await new Promise((r) => setTimeout(r, RETRY_DELAY_MS));
-        res = await exchangeSettled(this.#target, chunk, { timeoutMs: this.#timeoutMs });
+        res = await exchangeSettled(this.#target, chunk, { timeoutMs: this.#timeoutMs, bufsize: this.#bufsize });
       }
       chunk.forEach((c, i) => {
         const reply = res.replies[i];

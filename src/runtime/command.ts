@@ -8,7 +8,7 @@
  * (verified on 2.6.12: `set map f k v<<` ate the next two commands). The per-argument
  * validators below are stricter still; `socket.ts` checks again before writing a byte.
  */
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError, PayloadTooLargeError } from '../errors.js';
 import { assertInt, assertPort, assertIp } from '../assert.js';
 
 declare const commandBrand: unique symbol;
@@ -26,24 +26,64 @@ export type Command = {
 const FORBIDDEN = /[\u0000-\u001f\u007f;\\#]/;
 /** HAProxy 2.6 reads at most one buffer (16 kB) per line; stay far below it. */
 const MAX_LINE = 4096;
-/** A payload is held in one buffer too; above ~16 kB the CLI closes the connection. */
+/** A map payload is held in one buffer too; above ~16 kB the CLI closes the connection. */
 export const MAX_PAYLOAD_BYTES = 8192;
+
+/** HAProxy's default `tune.bufsize`. */
+export const DEFAULT_BUFSIZE = 16384;
+/**
+ * Room left unused in the CLI buffer. Measured on 2.6.12 (default bufsize): a command line
+ * plus payload of up to bufsize-2 bytes is answered; bufsize-1 gets no reply at all and the
+ * worker then dies (watchdog: "bogus APPCTX ... spinning"); bufsize and more have the
+ * connection closed without a reply. A margin keeps well away from that edge.
+ */
+export const PAYLOAD_MARGIN = 1024;
+
+/** Largest command line + payload (bytes, newlines included) sent with this `tune.bufsize`. */
+export function payloadLimit(bufsize: number = DEFAULT_BUFSIZE): number {
+  return assertInt(bufsize, 4096, 1 << 24, 'bufsize') - PAYLOAD_MARGIN;
+}
+
+/**
+ * The only commands that may carry a payload, each with the rule for its lines. Any other
+ * text ending in `<<` is refused: a payload switches the CLI into a mode that swallows
+ * whatever follows until an empty line.
+ */
+const PAYLOAD_COMMANDS: ReadonlyArray<{ text: RegExp; kind: 'map' | 'pem' | 'crt-list' }> = [
+  { text: /^add map @\d+ \S+ <<$/, kind: 'map' },
+  { text: /^set ssl cert \S+ <<$/, kind: 'pem' },
+  { text: /^add ssl crt-list \S+ <<$/, kind: 'crt-list' },
+];
+
+/** A PEM line as `set ssl cert` gets it: armour, or base64 (no headers: encrypted keys are refused earlier). */
+const PEM_LINE = /^(?:-----(?:BEGIN|END) [A-Z0-9 ]{1,40}-----|[A-Za-z0-9+/]{1,76}={0,2})$/;
+
+export interface SafetyOptions {
+  /** `tune.bufsize` of the HAProxy the command goes to; bounds PEM payloads. Default 16384. */
+  bufsize?: number;
+}
 
 /**
  * The one place a `Command` is made. Throws `InvalidArgumentError` for `;`, `#`, `\`,
- * control characters (newline, CR, NUL, ...), non-ASCII, a stray `<<`, or over-long lines.
+ * control characters (newline, CR, NUL, ...), non-ASCII, a stray `<<`, or over-long lines,
+ * and `PayloadTooLargeError` for a payload the CLI buffer cannot take.
  */
-export function makeCommand(text: string, payload?: readonly string[]): Command {
-  assertSafeCommand({ text, payload });
+export function makeCommand(text: string, payload?: readonly string[], opts: SafetyOptions = {}): Command {
+  assertSafeCommand({ text, payload }, opts);
   const cmd = payload === undefined ? { text } : { text, payload: Object.freeze([...payload]) };
   return Object.freeze(cmd) as Command;
+}
+
+/** Bytes a command occupies in HAProxy's CLI buffer: its line and every payload line, with newlines. */
+export function commandBytes(cmd: { readonly text: string; readonly payload?: readonly string[] | undefined }): number {
+  return cmd.text.length + 1 + (cmd.payload ?? []).reduce((n, l) => n + l.length + 1, 0);
 }
 
 /**
  * Central injection check, run by `makeCommand` and again by `socket.ts` right before a
  * connection is opened (defence in depth against a forged `Command`).
  */
-export function assertSafeCommand(cmd: { readonly text: unknown; readonly payload?: readonly unknown[] | undefined }): void {
+export function assertSafeCommand(cmd: { readonly text: unknown; readonly payload?: readonly unknown[] | undefined }, opts: SafetyOptions = {}): void {
   const { text, payload } = cmd;
   if (typeof text !== 'string' || text.length === 0 || text.trim() !== text) {
     throw new InvalidArgumentError('command text must be a non-empty trimmed string', { argument: 'command', value: text });
@@ -60,6 +100,17 @@ export function assertSafeCommand(cmd: { readonly text: unknown; readonly payloa
   if (text.indexOf('<<') !== text.length - 2) {
     throw new InvalidArgumentError('"<<" may only end a payload command', { argument: 'command', value: text });
   }
+  const kind = PAYLOAD_COMMANDS.find((p) => p.text.test(text))?.kind;
+  if (kind === undefined) {
+    throw new InvalidArgumentError('this command does not take a payload', { argument: 'command', value: text });
+  }
+  if (payload.length === 0 || (kind === 'crt-list' && payload.length !== 1)) {
+    throw new InvalidArgumentError(kind === 'crt-list' ? 'a crt-list payload is exactly one line' : 'a payload needs at least one line', {
+      argument: 'payload',
+      value: `${payload.length} lines`,
+      command: text,
+    });
+  }
   let bytes = 0;
   for (const line of payload) {
     // An empty line ends the payload early; the rest would run as commands.
@@ -67,9 +118,21 @@ export function assertSafeCommand(cmd: { readonly text: unknown; readonly payloa
       throw new InvalidArgumentError('payload lines must be non-empty strings', { argument: 'payload', value: line, command: text });
     }
     assertSafeLine('payload', line, text);
+    if (kind === 'pem' && !PEM_LINE.test(line)) {
+      throw new InvalidArgumentError('a certificate payload holds PEM armour and base64 lines only', { argument: 'payload', value: line, command: text });
+    }
     bytes += line.length + 1;
   }
-  if (bytes > MAX_PAYLOAD_BYTES) {
+  if (kind === 'pem') {
+    const total = bytes + text.length + 1;
+    const limit = payloadLimit(opts.bufsize);
+    if (total > limit) {
+      throw new PayloadTooLargeError(
+        `payload of ${total} bytes is over ${limit}, what the CLI takes with tune.bufsize ${opts.bufsize ?? DEFAULT_BUFSIZE} (command: ${text})`,
+        { command: text, bytes: total, limit, bufsize: opts.bufsize ?? DEFAULT_BUFSIZE },
+      );
+    }
+  } else if (bytes > MAX_PAYLOAD_BYTES) {
     throw new InvalidArgumentError(`payload over ${MAX_PAYLOAD_BYTES} bytes (HAProxy drops the connection)`, {
       argument: 'payload',
       value: `${bytes} bytes`,

@@ -29,6 +29,8 @@ export type SocketTarget = { path: string } | { host: string; port: number };
 export interface ExchangeOptions {
   /** Deadline for connecting and receiving every reply, in ms. Default 5000. */
   timeoutMs?: number;
+  /** HAProxy's `tune.bufsize`: a payload command larger than it allows is refused unsent. Default 16384. */
+  bufsize?: number;
 }
 
 export const DEFAULT_TIMEOUT_MS = 5000;
@@ -122,7 +124,7 @@ const PROMPT = '\n> ';
  * an unsafe one means nothing at all is written.
  */
 export async function exchangeSettled(target: SocketTarget, commands: readonly Command[], opts: ExchangeOptions = {}): Promise<SettledExchange> {
-  for (const c of commands) assertSafeCommand(c);
+  for (const c of commands) assertSafeCommand(c, opts);
   if (commands.length === 0) return { replies: [], connected: false };
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   let bytes = 'prompt\n';

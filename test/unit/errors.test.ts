@@ -32,6 +32,23 @@ const cases: Array<[reply: string, cls: Function, code: string, recoverable: boo
   ["'set server <srv> health' expects 'up', 'stopping', or 'down'.\n\n", E.RuntimeCommandError, 'E_RUNTIME_COMMAND', false],
   ["'server' expects <name> and <addr>[:<port>] as arguments.\n\n", E.RuntimeCommandError, 'E_RUNTIME_COMMAND', false],
   ['usage: set server <backend>/<server> addr | agent | agent-addr\n\n', E.RuntimeCommandError, 'E_RUNTIME_COMMAND', false],
+  // ssl cert / crt-list (full captures in test/fixtures/runtime/err-ssl-*, err-crt-list-*)
+  ["Certificate '/c/a.pem' already exists!\n", E.SslCertExistsError, 'E_SSL_CERT_EXISTS', false],
+  ["Can't replace a certificate which is not referenced by the configuration!\nCan't update /c/a.pem!\n", E.SslCertNotFoundError, 'E_SSL_CERT_NOT_FOUND', false],
+  ["Can't remove the certificate: certificate '/c/a.pem' doesn't exist!\n\n", E.SslCertNotFoundError, 'E_SSL_CERT_NOT_FOUND', false],
+  ["Can't display the certificate: Not found or the certificate is a bundle!\n", E.SslCertNotFoundError, 'E_SSL_CERT_NOT_FOUND', false],
+  ["Can't edit the crt-list: certificate '/c/a.pem' does not exist!\n", E.SslCertNotFoundError, 'E_SSL_CERT_NOT_FOUND', false],
+  ["Can't remove the certificate: certificate '/c/a.pem' in use, can't be deleted!\n\n", E.SslCertInUseError, 'E_SSL_CERT_IN_USE', false],
+  ["unable to load certificate from file '/c/a.pem'.\nCan't load the payload\nCan't update /c/a.pem!\n", E.SslCertRefusedError, 'E_SSL_CERT_REFUSED', false],
+  ["inconsistencies between private key and certificate loaded '/c/a.pem'.\nCan't commit /c/a.pem!\n", E.SslCertRefusedError, 'E_SSL_CERT_REFUSED', false],
+  ['The transaction must contain at least a certificate and a private key!\nCan\'t commit /c/a.pem!\n', E.SslCertRefusedError, 'E_SSL_CERT_REFUSED', false],
+  ['No ongoing transaction!\n', E.SslTransactionError, 'E_SSL_TRANSACTION', false],
+  ["The ongoing transaction is about '/c/a.pem' but you are trying to set '/c/b.pem'\nCan't commit /c/b.pem!\n", E.SslTransactionError, 'E_SSL_TRANSACTION', false],
+  ["Can't edit the crt-list: crt-list '/c/l' does not exist!\n", E.CrtListError, 'E_CRT_LIST', false],
+  ["Can't delete the entry: certificate '/c/a.pem' is empty!\n", E.CrtListError, 'E_CRT_LIST', false],
+  ["didn't find the specified filename\n", E.CrtListError, 'E_CRT_LIST', false],
+  ['The command is too big for the buffer size. Please change tune.bufsize in the configuration to use a bigger command.\n', E.PayloadTooLargeError, 'E_PAYLOAD_TOO_LARGE', false],
+  ['The command line is too big for the buffer size. Please change tune.bufsize in the configuration to use a bigger command.\n', E.PayloadTooLargeError, 'E_PAYLOAD_TOO_LARGE', false],
 ];
 
 test('every HAProxy refusal maps to its class, code and recoverability', () => {
@@ -75,6 +92,8 @@ test('non-reply error classes carry code, name, context and cause', () => {
     [new E.ReloadTimeoutError('r', {}, { cause }), 'E_RELOAD_TIMEOUT', true],
     [new E.GuardError('g', {}, { cause }), 'E_GUARD', false],
     [new E.EtcdUnavailableError('e', {}, { cause }), 'E_ETCD_UNAVAILABLE', true],
+    [new E.PayloadTooLargeError('big', { bytes: 20000, limit: 15360 }, { cause }), 'E_PAYLOAD_TOO_LARGE', false],
+    [new E.CertFileError('/certs/a.pem', 'the private key does not match the first certificate', { problem: 'key-mismatch' }, { cause }), 'E_CERT_FILE', false],
   ];
   for (const [err, code, recoverable] of table) {
     assert.equal(err.code, code);
@@ -84,6 +103,9 @@ test('non-reply error classes carry code, name, context and cause', () => {
     assert.ok(err instanceof E.UpdaterError);
     assert.equal(err.toJSON().code, code);
   }
+  const cf = new E.CertFileError('/certs/a.pem', 'expired', { problem: 'expired' });
+  assert.equal(cf.message, '/certs/a.pem: expired');
+  assert.deepEqual(cf.context, { path: '/certs/a.pem', reason: 'expired', problem: 'expired' });
   const rv = new E.RegistryValueError('/k', 'why');
   assert.equal(rv.message, '/k: why');
   assert.deepEqual(rv.context, { key: '/k', reason: 'why' });
