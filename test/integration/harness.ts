@@ -394,8 +394,8 @@ export interface Backend {
   close(): Promise<void>;
 }
 
-/** An HTTP server on 127.0.0.1 answering `<id>\n`; `/health` answers 200 without counting. */
-export async function startBackend(id: string, opts: { delayMs?: number; port?: number } = {}): Promise<Backend> {
+/** An HTTP server on 127.0.0.1 (or `host`: a test namespace's address) answering `<id>\n`; `/health` answers 200 without counting. */
+export async function startBackend(id: string, opts: { delayMs?: number; port?: number; host?: string } = {}): Promise<Backend> {
   const state = { hits: 0, firstHitAt: 0 };
   const server = http.createServer((req, res) => {
     if (req.url === '/health') {
@@ -414,7 +414,7 @@ export async function startBackend(id: string, opts: { delayMs?: number; port?: 
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
   });
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : 0;
