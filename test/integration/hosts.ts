@@ -357,10 +357,10 @@ export async function startLb(host: Host, o: LbOptions): Promise<LbInstance> {
 
 /**
  * The servers HAProxy routes to, from `show servers state`: `backend addr:port` lines
- * (sorted) of servers running (op 2) and in neither maint nor drain. Slot names and
+ * (sorted) of servers running (op 2; or any, with `includeDown`) and in neither maint nor drain. Slot names and
  * numbering are left out: they may differ between instances.
  */
-export async function serverView(lb: LbInstance): Promise<string[]> {
+export async function serverView(lb: LbInstance, o: { includeDown?: boolean } = {}): Promise<string[]> {
   const text = await socketCommand(lb.adminSocket, 'show servers state');
   const out: string[] = [];
   for (const line of text.split('\n')) {
@@ -371,7 +371,7 @@ export async function serverView(lb: LbInstance): Promise<string[]> {
     const port = f[18];
     // Any maint or drain flag (free slots are in maint) except CMAINT (0x04), which only
     // records that a slot was declared `disabled` in the config.
-    if (!backend || !addr || op !== '2' || (Number(admin) & ~0x04) !== 0) continue;
+    if (!backend || !addr || (op !== '2' && !o.includeDown) || (Number(admin) & ~0x04) !== 0) continue;
     out.push(`${backend} ${addr}:${port}`);
   }
   return out.sort();
