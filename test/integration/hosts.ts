@@ -182,6 +182,14 @@ export class TestNet {
   }
 }
 
+/** SIGKILL (no SIGTERM first) and wait for the exit. */
+export async function killProcess(p: Proc): Promise<void> {
+  if (p.child.exitCode !== null || p.child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => p.child.once('exit', () => r()));
+  p.child.kill('SIGKILL');
+  await exited;
+}
+
 // ---------------------------------------------------------------------------- etcd cluster
 
 export interface EtcdMember {
@@ -244,8 +252,10 @@ export async function startEtcdCluster(net: TestNet, hosts: Host[], ctlHost: Hos
           for (const m of members) {
             if (!m.proc || m.proc.child.exitCode !== null || m.proc.child.signalCode !== null) continue;
             const out = await ctlAt([m.endpoint], 'endpoint', 'status', '-w', 'json').catch(() => '');
-            const status = out ? (JSON.parse(out) as { Status: { header: { member_id: number }; leader: number } }[])[0] : undefined;
-            if (status && status.Status.leader && status.Status.leader === status.Status.header.member_id) return m;
+            // Member ids are uint64: compared as digit strings, JSON.parse would round them.
+            const self = /"member_id":(\d+)/.exec(out)?.[1];
+            const leader = /"leader":(\d+)/.exec(out)?.[1];
+            if (self && leader && self === leader) return m;
           }
           return null;
         },
@@ -254,7 +264,8 @@ export async function startEtcdCluster(net: TestNet, hosts: Host[], ctlHost: Hos
     },
     async kill(m) {
       if (!m.proc) return;
-      await stopProcess(m.proc, 0);
+      // SIGKILL only: on SIGTERM etcd hands its leadership over first, which is no crash.
+      await killProcess(m.proc);
       m.proc = null;
     },
     async start(m) {
@@ -338,7 +349,8 @@ export async function startLb(host: Host, o: LbOptions): Promise<LbInstance> {
       return null;
     },
     async killUpdater() {
-      await stopProcess(lb.proc, 0);
+      // SIGKILL only: SIGTERM is a clean stop, which stops the managed HAProxy too.
+      await killProcess(lb.proc);
     },
     async startUpdater() {
       lb.proc = host.spawn(process.execPath, args);
