@@ -214,12 +214,27 @@ describe('several instances on a 3-member etcd cluster, across test hosts', { sk
     const before = await reloads();
     const load = loadAll();
     const leader = await etcd.leader();
+    const onLeader = [];
+    for (const lb of lbs) if ((await endpointOf(lb)) === leader.endpoint) onLeader.push(lb);
     const t0 = Date.now();
     await etcd.kill(leader);
+    // The instances that watched the leader: when each reads from another member again.
+    const movedAt = Promise.all(
+      onLeader.map((lb) =>
+        waitFor(async () => ((await endpointOf(lb)) ?? leader.endpoint) !== leader.endpoint, { timeoutMs: 20_000, intervalMs: 50, what: `${lb.host.name} off the dead leader` }).then(
+          () => Date.now() - t0,
+        ),
+      ),
+    );
     const want = [`${up1.ip}:8001`, `${up2.ip}:8001`, `${up2.ip}:8002`];
     const written = await ctlRetrying('put', upKey('failover'), `${up2.ip}:8002`);
     const at = await convergeAll(want, t0, 20_000);
-    report.leaderKill = { writeAvailableMs: written - t0, routedEverywhereMs: { first: Math.min(...at), last: Math.max(...at) } };
+    report.leaderKill = {
+      watchersOnLeader: onLeader.length,
+      watchMovedMs: await movedAt,
+      writeAvailableMs: written - t0,
+      routedEverywhereMs: { first: Math.min(...at), last: Math.max(...at) },
+    };
     // Applied once: each instance routes that address exactly once (convergeAll compares lists).
     await etcd.start(leader);
     await ctlRetrying('del', upKey('failover'));
