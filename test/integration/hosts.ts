@@ -203,7 +203,7 @@ export interface EtcdCluster {
   readonly members: EtcdMember[];
   /** Client URLs of all members, comma separated (the updater's --etcd). */
   readonly endpoints: string[];
-  /** etcdctl against all members, run on `from`. */
+  /** etcdctl against all members (run on the ctl host). */
   ctl(...args: string[]): Promise<string>;
   /** The current leader's member, asked of the live members. */
   leader(): Promise<EtcdMember>;
