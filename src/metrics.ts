@@ -47,6 +47,12 @@ export class Metrics {
     labelNames: ['state'] as const,
     registers: [this.registry],
   });
+  readonly etcdEndpoint = new Gauge({
+    name: 'haproxy_updater_etcd_endpoint',
+    help: '1 for the etcd endpoint (member) the watcher reads from, 0 for the other configured ones',
+    labelNames: ['endpoint'] as const,
+    registers: [this.registry],
+  });
   readonly registryStale = new Gauge({
     name: 'haproxy_updater_registry_stale',
     help: '1 while etcd is unreachable and the last good registry is kept in force',
@@ -63,6 +69,10 @@ export class Metrics {
     help: "HAProxy master's own reload counter, as read from `show proc`",
     registers: [this.registry],
   });
+
+  setEtcdEndpoint(current: string, all: readonly string[]): void {
+    for (const e of all) this.etcdEndpoint.set({ endpoint: e }, e === current ? 1 : 0);
+  }
 
   setEtcdState(state: string, all: readonly string[]): void {
     for (const s of all) this.etcdState.set({ state: s }, s === state ? 1 : 0);

@@ -25,12 +25,14 @@ export interface BackendOptions {
   delayMs?: number;
   /** Default 0: any free port. */
   port?: number;
+  /** Default 127.0.0.1; a test namespace's address for the cluster hosts. */
+  host?: string;
   /** Called when a counted request starts (with its start time) and when it is answered. */
   onRequest?: (startedAt: number) => (() => void) | void;
 }
 
 /**
- * An HTTP server on 127.0.0.1 answering `<id>\n`; `/health` answers 200 without counting;
+ * An HTTP server on 127.0.0.1 (or `host`) answering `<id>\n`; `/health` answers 200 without counting;
  * `/slow?ms=N` (N < 10 000) answers after N ms.
  */
 export async function startBackend(id: string, opts: BackendOptions = {}): Promise<Backend> {
@@ -59,7 +61,7 @@ export async function startBackend(id: string, opts: BackendOptions = {}): Promi
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
   });
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : 0;

@@ -135,7 +135,10 @@ export class Daemon {
     });
     this.#watcher = watcher;
     const states = ['idle', 'connecting', 'loading', 'watching', 'disconnected', 'stopped'];
-    watcher.onStateChange((s: string) => this.metrics.setEtcdState(s, states));
+    watcher.onStateChange((s: string) => {
+      this.metrics.setEtcdState(s, states);
+      if (s === 'watching') this.metrics.setEtcdEndpoint(watcher.endpoint, watcher.endpoints);
+    });
     watcher.onUpdate((u: RegistryUpdate) => this.#onRegistry(u));
     // The first load decides the initial config; an unreachable etcd must not block HAProxy
     // from starting with what it last had, so start() does not wait forever.

@@ -6,6 +6,8 @@
  * watcher has its own backoff).
  */
 import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import type * as Grpc from '@grpc/grpc-js';
 import { Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, isRecoverableError, type IOptions } from 'etcd3';
 import { ConfigError, EtcdUnavailableError, UpdaterError } from '../errors.js';
 
@@ -30,6 +32,13 @@ export interface EtcdConnectOptions {
   auth?: EtcdAuthOptions;
   /** Deadline of each unary call (get, put, txn, lease grant). Default 5000 ms. */
   requestTimeoutMs?: number;
+  /**
+   * Send gRPC metadata `hasleader=true` on every call. Default false. etcd then refuses a
+   * call on a member without a leader, and cancels an open watch stream once that member
+   * has had no leader for 3 election timeouts (a member cut off from the quorum), instead
+   * of leaving the stream open and silent.
+   */
+  requireLeader?: boolean;
 }
 
 export const DEFAULT_REQUEST_TIMEOUT_MS = 5000;
@@ -79,6 +88,20 @@ function failover(attempts: number): Policy {
   } as unknown as Policy;
 }
 
+// The copy of grpc-js that etcd3 loads: an interceptor must be built with that copy's classes.
+const grpc = createRequire(createRequire(import.meta.url).resolve('etcd3'))('@grpc/grpc-js') as typeof Grpc;
+
+/** etcd's require-leader metadata (rpctypes.MetadataRequireLeaderKey / MetadataHasLeader). */
+const requireLeaderInterceptor: Grpc.Interceptor = (options, nextCall) =>
+  new grpc.InterceptingCall(nextCall(options), {
+    start(metadata, listener, next) {
+      // A copy: etcd3 hands every call the same cached (auth token) metadata object.
+      const md = metadata.clone();
+      md.set('hasleader', 'true');
+      next(md, listener);
+    },
+  });
+
 /** Validates endpoint URLs; returns them normalised (`http://127.0.0.1:2379`). */
 export function validateEndpoints(endpoints: readonly string[], tls?: EtcdTlsOptions): string[] {
   if (!Array.isArray(endpoints) || endpoints.length === 0) throw new ConfigError('no etcd endpoints given', { endpoints });
@@ -122,6 +145,14 @@ export async function createEtcdClient(o: EtcdConnectOptions): Promise<Etcd3> {
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 5_000,
       'grpc.keepalive_permit_without_calls': 0,
+      // Reconnect within 1 s of a member (or the network to it) coming back, and keep that
+      // state per client rather than in grpc-js's process-wide subchannel pool.
+      'grpc.initial_reconnect_backoff_ms': 250,
+      'grpc.max_reconnect_backoff_ms': 1000,
+      'grpc.use_local_subchannel_pool': 1,
+      // etcd3 types grpcOptions as channel options, but hands them to the grpc-js Client
+      // constructor, which also takes interceptors.
+      ...(o.requireLeader ? ({ interceptors: [requireLeaderInterceptor] } as Record<string, unknown>) : {}),
     },
   };
   if (o.tls && (o.tls.ca || o.tls.cert)) {

@@ -23,12 +23,19 @@
  *   watching → connecting (compaction: resync at once)
  *   any → stopped
  *
+ * Endpoints: one etcd3 client per endpoint, so the watcher knows which member it reads
+ * (`endpoint`) and the range and the watch of one attempt go to the same member. The first
+ * endpoint is tried first; after a failure the next one, in turn. Every call carries
+ * require-leader (client.ts): a member cut off from the quorum refuses the range and
+ * cancels the watch stream (etcd does so after 3 election timeouts without a leader), so a
+ * partitioned member is left like a dead one instead of serving a silent stream.
+ *
  * The watcher never talks to HAProxy.
  */
 import { Range, type Etcd3, type IDuplexStream, type IWatchRequest, type IWatchResponse } from 'etcd3';
 import { ConfigError, EtcdUnavailableError } from '../errors.js';
 import { logger } from '../log.js';
-import { Backoff } from '../backoff.js';
+import { Backoff, backoffDelay } from '../backoff.js';
 import type { Registry, Rejection } from '../model.js';
 import { asEtcdError, createEtcdClient, validateEndpoints, type EtcdAuthOptions, type EtcdTlsOptions } from './client.js';
 import { normalizePrefix, parseRegistry } from './parse.js';
@@ -79,7 +86,11 @@ export interface RegistryWatcherOptions {
   /** TLS files for https endpoints. */
   tls?: EtcdTlsOptions;
   auth?: EtcdAuthOptions;
-  /** Reconnect backoff: exponential from `initialMs` (default 250) to `maxMs` (default 5000), ±20 % jitter. */
+  /**
+   * Reconnect backoff, ±20 % jitter: `initialMs` (default 250) before trying the next endpoint;
+   * after every endpoint failed in a row, exponential up to `maxMs` (default 1000: a healed
+   * network is noticed within about a second).
+   */
   backoff?: { initialMs?: number; maxMs?: number };
   /** Deadline of each range call and of the watch-created answer. Default 5000 ms. */
   requestTimeoutMs?: number;
@@ -125,7 +136,10 @@ export class RegistryWatcher {
   readonly #opts: RegistryWatcherOptions;
 
   #state: WatchState = 'idle';
-  #client: Etcd3 | null = null;
+  /** One client per endpoint (same order as #endpoints). */
+  #clients: Etcd3[] = [];
+  /** Index of the endpoint in use (or being tried). */
+  #index = 0;
   /** Incremented whenever the current attempt is abandoned; callbacks of older attempts are ignored. */
   #epoch = 0;
   #stream: WatchStream | null = null;
@@ -157,7 +171,7 @@ export class RegistryWatcher {
     this.#coalesceMs = nonNegative('coalesceMs', opts.coalesceMs ?? 5);
     this.#maxBatchDelayMs = nonNegative('maxBatchDelayMs', opts.maxBatchDelayMs ?? 100);
     this.#backoffInitial = nonNegative('backoff.initialMs', opts.backoff?.initialMs ?? 250) || 1;
-    this.#backoffMax = Math.max(this.#backoffInitial, nonNegative('backoff.maxMs', opts.backoff?.maxMs ?? 5000));
+    this.#backoffMax = Math.max(this.#backoffInitial, nonNegative('backoff.maxMs', opts.backoff?.maxMs ?? 1000));
     this.#requestTimeoutMs = nonNegative('requestTimeoutMs', opts.requestTimeoutMs ?? 5000) || 5000;
     this.#pageSize = Math.max(1, Math.floor(opts.pageSize ?? 1000));
     this.#backoff = new Backoff({ initialMs: this.#backoffInitial, maxMs: this.#backoffMax, jitter: 0.2 });
@@ -171,6 +185,16 @@ export class RegistryWatcher {
   /** True between a lost connection and the next successful resync. */
   get stale(): boolean {
     return this.#stale;
+  }
+
+  /** The etcd endpoint in use: the one being watched, or tried next. */
+  get endpoint(): string {
+    return this.#endpoints[this.#index]!;
+  }
+
+  /** The endpoints, normalised, in the order they are tried. */
+  get endpoints(): readonly string[] {
+    return this.#endpoints;
   }
 
   /** The last registry built (null before the first load). */
@@ -208,13 +232,14 @@ export class RegistryWatcher {
       reject(new EtcdUnavailableError('watcher was stopped', { prefix: this.#prefix }));
       return promise;
     }
-    createEtcdClient({ endpoints: this.#endpoints, tls: this.#opts.tls, auth: this.#opts.auth, requestTimeoutMs: this.#requestTimeoutMs })
-      .then((client) => {
+    const { tls, auth } = this.#opts;
+    Promise.all(this.#endpoints.map((e) => createEtcdClient({ endpoints: [e], tls, auth, requestTimeoutMs: this.#requestTimeoutMs, requireLeader: true })))
+      .then((clients) => {
         if (this.#state === 'stopped') {
-          client.close();
+          for (const c of clients) c.close();
           return;
         }
-        this.#client = client;
+        this.#clients = clients;
         log.info({ endpoints: this.#endpoints, prefix: this.#prefix }, 'watching etcd registry');
         void this.#connect();
       })
@@ -234,8 +259,8 @@ export class RegistryWatcher {
     this.#clearTimer('flush');
     this.#clearTimer('retry');
     this.#clearTimer('create');
-    this.#client?.close();
-    this.#client = null;
+    for (const c of this.#clients) c.close();
+    this.#clients = [];
     this.#started?.reject(new EtcdUnavailableError('watcher stopped before the first load', { prefix: this.#prefix }));
   }
 
@@ -263,7 +288,7 @@ export class RegistryWatcher {
 
   /** One attempt: open stream, range, create watch. Failures go to #fail (backoff + retry). */
   async #connect(): Promise<void> {
-    const client = this.#client;
+    const client = this.#clients[this.#index];
     if (!client || this.#state === 'stopped') return;
     const epoch = ++this.#epoch;
     this.#transition('connecting');
@@ -345,7 +370,7 @@ export class RegistryWatcher {
     const wasStale = this.#stale;
     this.#stale = false;
     if (!first) this.stats.resyncs++;
-    log.info({ revision: snap.revision, keys: snap.kv.size, resync: !first, wasStale }, first ? 'registry loaded' : 'registry resynced');
+    log.info({ endpoint: this.endpoint, revision: snap.revision, keys: snap.kv.size, resync: !first, wasStale }, first ? 'registry loaded' : 'registry resynced');
     this.#emit(first ? 'initial' : 'resync', changes);
     if (first) this.#started?.resolve();
   }
@@ -371,10 +396,15 @@ export class RegistryWatcher {
     this.#abandonAttempt();
     this.#failures++;
     if (from === 'watching') this.stats.disconnects++;
-    const delay = this.#nextBackoff();
-    const e = asEtcdError(err, 'etcd watch failed', { endpoints: this.#endpoints });
-    if (this.#failures === 1 || this.#failures % 10 === 0) log.warn({ err: e, state: from, failures: this.#failures, retryInMs: delay }, 'etcd unavailable; keeping the last registry');
-    else log.debug({ err: e, failures: this.#failures, retryInMs: delay }, 'etcd still unavailable');
+    const failed = this.endpoint;
+    const n = this.#endpoints.length;
+    this.#index = (this.#index + 1) % n;
+    // Another member is tried after the initial delay; a whole round failed: back off.
+    const delay = this.#failures % n === 0 ? this.#nextBackoff() : backoffDelay(0, { initialMs: this.#backoffInitial, jitter: 0.2 });
+    const e = asEtcdError(err, 'etcd watch failed', { endpoint: failed });
+    const ctx = { err: e, state: from, endpoint: failed, next: this.endpoint, failures: this.#failures, retryInMs: delay };
+    if (this.#failures === 1 || this.#failures % 10 === 0) log.warn(ctx, 'etcd endpoint failed; keeping the last registry');
+    else log.debug(ctx, 'etcd still unavailable');
     this.#transition('disconnected');
     if (this.#current && !this.#stale) {
       this.#stale = true;
