@@ -8,3 +8,4 @@ export * from './info.js';
 export * from './maps.js';
 export * from './backends.js';
 export * from './master.js';
+export * from './capabilities.js';

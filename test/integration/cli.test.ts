@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { startEtcd, startProcess, stopProcess, waitFor, tempDir, removeDir, execFileP, type EtcdHandle } from './harness.js';
+import { HAPROXY_BIN, startEtcd, startProcess, stopProcess, waitFor, tempDir, removeDir, execFileP, type EtcdHandle } from './harness.js';
 import { BIN } from './updater.js';
 
 const P = '/haproxy-discover';
@@ -89,7 +89,7 @@ test('render prints a config that haproxy -c accepts, and writes it with its map
   const written = await cli(['render', '--etcd', etcd.endpoint, '--state-dir', dir, '--http-port', '8080', '--https-port', '0', '--out', out]);
   assert.equal(written.code, 0, written.stderr);
   assert.match(await readFile(path.join(dir, 'hosts.map'), 'utf8'), /^blog\.example\.com http-blog$/m);
-  await execFileP('haproxy', ['-c', '-f', out]);
+  await execFileP(HAPROXY_BIN, ['-c', '-f', out]);
 });
 
 test('bad flags and bad input exit 2 with a message naming the flag', async () => {

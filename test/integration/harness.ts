@@ -16,6 +16,11 @@ import { promisify } from 'node:util';
 
 export const execFileP = promisify(execFile);
 
+/** Binaries under test: env HAPROXY_BIN / ETCD_BIN / ETCDCTL_BIN (the version matrix), else the PATH's. */
+export const HAPROXY_BIN = process.env.HAPROXY_BIN || 'haproxy';
+export const ETCD_BIN = process.env.ETCD_BIN || 'etcd';
+export const ETCDCTL_BIN = process.env.ETCDCTL_BIN || 'etcdctl';
+
 const tracked = new Set<ChildProcess>();
 process.once('exit', () => {
   for (const child of tracked) {
@@ -214,13 +219,13 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdHandle
   ];
   const ctlTls = tls ? ['--cacert', tls.ca, '--cert', tls.cert, '--key', tls.key] : [];
   const ctl = async (...ctlArgs: string[]) => {
-    const { stdout } = await execFileP('etcdctl', ['--endpoints', endpoint, ...ctlTls, ...ctlArgs], {
+    const { stdout } = await execFileP(ETCDCTL_BIN, ['--endpoints', endpoint, ...ctlTls, ...ctlArgs], {
       env: { ...process.env, ETCDCTL_API: '3' },
     });
     return stdout;
   };
   const launch = async () => {
-    const proc = startProcess('etcd', args, { env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.arch === 'x64' ? '' : process.arch } });
+    const proc = startProcess(ETCD_BIN, args, { env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.arch === 'x64' ? '' : process.arch } });
     await waitFor(
       async () => {
         if (proc.child.exitCode !== null) throw new Error(`etcd exited: ${proc.output.slice(-5).join('\n')}`);
@@ -291,10 +296,10 @@ export async function startHaproxy(config: string, opts: { dir?: string } = {}):
     const mapPath = path.join(dir, m[1] ?? '');
     if (!existsSync(mapPath)) await writeFile(mapPath, '');
   }
-  await execFileP('haproxy', ['-c', '-f', cfgPath]).catch((err: { stderr?: string }) => {
+  await execFileP(HAPROXY_BIN, ['-c', '-f', cfgPath]).catch((err: { stderr?: string }) => {
     throw new Error(`test config invalid: ${err.stderr || String(err)}`);
   });
-  const proc = startProcess('haproxy', ['-W', '-S', `${masterSocket},level,admin`, '-f', cfgPath], { cwd: dir });
+  const proc = startProcess(HAPROXY_BIN, ['-W', '-S', `${masterSocket},level,admin`, '-f', cfgPath], { cwd: dir });
   const usesAdmin = config.includes('{{DIR}}/admin.sock');
   await waitFor(
     async () => {

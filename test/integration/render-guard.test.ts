@@ -14,7 +14,7 @@ import { pathToFileURL } from 'node:url';
 import { DEFAULT_OPTIONS, type HttpService, type Registry } from '../../src/model.js';
 import { MasterClient, RuntimeClient } from '../../src/runtime/index.js';
 import { defaultSettings, IptablesGuard, NoGuard, Reloader, renderConfig, writeRendered, type ReloadGuard, type RenderSettings } from '../../src/render/index.js';
-import { execFileP, removeDir, socketCommand, startProcess, stopProcess, tempDir, waitFor, type Proc } from './harness.js';
+import { HAPROXY_BIN, execFileP, removeDir, socketCommand, startProcess, stopProcess, tempDir, waitFor, type Proc } from './harness.js';
 
 const ROOT = process.getuid?.() === 0;
 const SKIP = ROOT ? false : 'needs root (ip netns, iptables): not root, skipped';
@@ -71,7 +71,7 @@ async function reloadsUnderLoad(t: { after(fn: () => Promise<void>): void; diagn
   const cfgPath = path.join(dir, 'haproxy.cfg');
   const masterSocket = path.join(dir, 'master.sock');
   const services = [http('web', ['web.test'])];
-  await writeRendered(render(registry(services)), cfgPath);
+  await writeRendered(render(registry(services)), cfgPath, { haproxyBin: HAPROXY_BIN });
 
   const procs: Proc[] = [];
   t.after(async () => {
@@ -79,7 +79,7 @@ async function reloadsUnderLoad(t: { after(fn: () => Promise<void>): void; diagn
     await removeDir(dir);
   });
   procs.push(startProcess('ip', inNs('node', '-e', BACKEND_JS, String(BACKEND_PORT))));
-  const hp = startProcess('ip', inNs('haproxy', '-W', '-S', `${masterSocket},level,admin`, '-f', cfgPath), { cwd: dir });
+  const hp = startProcess('ip', inNs(HAPROXY_BIN, '-W', '-S', `${masterSocket},level,admin`, '-f', cfgPath), { cwd: dir });
   procs.push(hp);
   await waitFor(
     async () => {
@@ -114,6 +114,7 @@ async function reloadsUnderLoad(t: { after(fn: () => Promise<void>): void; diagn
   }
   const master = new MasterClient({ path: masterSocket });
   const reloader = new Reloader({
+    haproxyBin: HAPROXY_BIN,
     master,
     runtime: new RuntimeClient({ path: settings.adminSocket }),
     guard,

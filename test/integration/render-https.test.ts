@@ -14,7 +14,7 @@ import path from 'node:path';
 import { DEFAULT_OPTIONS, type HttpService, type Registry } from '../../src/model.js';
 import { MasterClient, RuntimeClient } from '../../src/runtime/index.js';
 import { defaultSettings, NoGuard, Reloader, renderConfig, writeRendered, type RenderSettings } from '../../src/render/index.js';
-import { execFileP, freePort, removeDir, socketCommand, startHaproxy, tempDir, waitFor } from './harness.js';
+import { HAPROXY_BIN, execFileP, freePort, removeDir, socketCommand, startHaproxy, tempDir, waitFor } from './harness.js';
 
 function svc(name: string, o: Partial<HttpService> = {}): HttpService {
   return { kind: 'http', name, upstreams: new Map(), domains: [], urlReg: null, sslPassthrough: false, options: DEFAULT_OPTIONS, ...o };
@@ -75,7 +75,7 @@ test('https: SNI passthrough, termination via the PROXY-v2 hop, routing identica
   const services = [svc('web', { domains: ['web.test'] }), svc('api', { domains: ['api.test'], urlReg: '^/api/' }), svc('vault', { domains: ['vault.test'], sslPassthrough: true })];
   const rendered = renderConfig({ registry: registry(services), capacity: new Map(), settings });
   const cfgPath = path.join(dir, 'haproxy.cfg');
-  await writeRendered(rendered, cfgPath);
+  await writeRendered(rendered, cfgPath, { haproxyBin: HAPROXY_BIN });
   const hp = await startHaproxy(rendered.config, { dir });
   t.after(() => hp.stop());
   await waitFor(() => socketCommand(settings.adminSocket, 'show info').then((r) => r.includes('Pid:')), { what: 'admin socket' });
@@ -103,6 +103,7 @@ test('https: SNI passthrough, termination via the PROXY-v2 hop, routing identica
   await check('before reload');
 
   const reloader = new Reloader({
+    haproxyBin: HAPROXY_BIN,
     master: new MasterClient({ path: hp.masterSocket }),
     runtime: new RuntimeClient({ path: settings.adminSocket }),
     guard: new NoGuard(),

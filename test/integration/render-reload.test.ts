@@ -18,7 +18,7 @@ import { DEFAULT_OPTIONS, type HttpService, type Registry, type TcpService } fro
 import { ConfigInvalidError, ReloadFailedError } from '../../src/errors.js';
 import { MasterClient, RuntimeClient } from '../../src/runtime/index.js';
 import { defaultSettings, NoGuard, Reloader, renderConfig, writeRendered, type RenderSettings, type Rendered } from '../../src/render/index.js';
-import { freePort, percentile, removeDir, runLoad, socketCommand, startBackend, startHaproxy, tempDir, waitFor, type LoadResult } from './harness.js';
+import { HAPROXY_BIN, freePort, percentile, removeDir, runLoad, socketCommand, startBackend, startHaproxy, tempDir, waitFor, type LoadResult } from './harness.js';
 
 function http(name: string, domains: string[]): HttpService {
   return { kind: 'http', name, upstreams: new Map(), domains, urlReg: null, sslPassthrough: false, options: { ...DEFAULT_OPTIONS, healthPath: '/health' } };
@@ -47,7 +47,7 @@ async function start(t: { after(fn: () => Promise<void>): void }): Promise<Env> 
   const render = (reg: Registry) => renderConfig({ registry: reg, capacity: new Map(), settings });
   const cfgPath = path.join(dir, 'haproxy.cfg');
   const v1 = render(registry([http('web', ['web.test'])]));
-  await writeRendered(v1, cfgPath);
+  await writeRendered(v1, cfgPath, { haproxyBin: HAPROXY_BIN });
   const be = await startBackend('one');
   const hp = await startHaproxy(v1.config, { dir });
   t.after(async () => {
@@ -61,6 +61,7 @@ async function start(t: { after(fn: () => Promise<void>): void }): Promise<Env> 
   await socketCommand(settings.adminSocket, 'set server http-web/s1 state ready');
   const master = new MasterClient({ path: hp.masterSocket });
   const reloader = new Reloader({
+    haproxyBin: HAPROXY_BIN,
     master,
     runtime: new RuntimeClient({ path: settings.adminSocket }),
     guard: new NoGuard(),
@@ -189,6 +190,7 @@ test('a reload that fails in HAProxy is rolled back (previous config reloaded); 
     showProc: () => env.master.showProc(),
   };
   const reloader = new Reloader({
+    haproxyBin: HAPROXY_BIN,
     master: sabotaging,
     runtime: new RuntimeClient({ path: env.adminSocket }),
     guard: new NoGuard(),

@@ -6,7 +6,7 @@
 import path from 'node:path';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
-import { startProcess, stopProcess, socketCommand, waitFor, freePort, type Proc } from './harness.js';
+import { startProcess, stopProcess, socketCommand, waitFor, freePort, HAPROXY_BIN, type Proc } from './harness.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/haproxy-updater.js', import.meta.url));
 
@@ -56,6 +56,7 @@ export async function startUpdater(o: UpdaterOptions): Promise<UpdaterHandle> {
     '--verify-interval', '1s',
     '--drain-timeout', '3s',
     '--log-level', process.env.UPDATER_LOG_LEVEL ?? 'warn',
+    '--haproxy-bin', HAPROXY_BIN,
     ...(o.extraArgs ?? []),
   ];
   const proc = startProcess(process.execPath, args, { env: { ...process.env, ...o.env } });

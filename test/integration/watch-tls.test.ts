@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { startEtcd, createTestCa, tempDir, removeDir, waitFor, sleep, execFileP, type EtcdHandle } from './harness.js';
+import { ETCDCTL_BIN, startEtcd, createTestCa, tempDir, removeDir, waitFor, sleep, execFileP, type EtcdHandle } from './harness.js';
 import { BIN } from './updater.js';
 import { RegistryWatcher, registerUpstream, type RegistryUpdate, type WatchState } from '../../src/watch/index.js';
 import type { EtcdTlsOptions } from '../../src/watch/index.js';
@@ -53,7 +53,7 @@ test('without a client certificate, or with one from another CA, the watcher nev
   await etcd.ctl('put', `${H}/web/upstreams/w1`, '10.0.0.1:8080');
   // Baseline independent of src/: etcd itself refuses a client without a certificate.
   await assert.rejects(
-    execFileP('etcdctl', ['--endpoints', etcd.endpoint, '--cacert', etcd.tls.ca, '--dial-timeout', '2s', '--command-timeout', '2s', 'get', '/x'], { env: { ...process.env, ETCDCTL_API: '3' } }),
+    execFileP(ETCDCTL_BIN, ['--endpoints', etcd.endpoint, '--cacert', etcd.tls.ca, '--dial-timeout', '2s', '--command-timeout', '2s', 'get', '/x'], { env: { ...process.env, ETCDCTL_API: '3' } }),
   );
 
   const otherDir = await tempDir('hu-other-ca-');
