@@ -14,9 +14,9 @@ import { Metrics } from './metrics.js';
 import { EMPTY_REGISTRY, type Registry, type Rejection } from './model.js';
 import { ConfigInvalidError, UpdaterError } from './errors.js';
 import { RegistryWatcher, type RegistryUpdate } from './watch/index.js';
-import { RuntimeClient, MasterClient, type SocketTarget } from './runtime/index.js';
+import { RuntimeClient, MasterClient, VersionTracker, localCheckFirst, type SocketTarget } from './runtime/index.js';
 import { plan as makePlan, initialCapacity, isClearedAddr, type Plan, type ObservedState, type PlanContext } from './reconcile/index.js';
-import { renderConfig, Reloader, createGuard, ReloadLimiter, tcpListeners, configIdentity, type RenderSettings, type ReloadGuard, type Rendered } from './render/index.js';
+import { renderConfig, Reloader, createGuard, ReloadLimiter, tcpListeners, configIdentity, haproxyVersion, type RenderSettings, type ReloadGuard, type Rendered } from './render/index.js';
 import { observe } from './observe.js';
 import { applyOps } from './apply.js';
 import { ManagedHaproxy } from './haproxy-process.js';
@@ -50,6 +50,10 @@ export class Daemon {
   readonly #queue = new PQueue({ concurrency: 1 });
   readonly #runtime: RuntimeClient;
   readonly #master: MasterClient;
+  /** Running HAProxy version → capabilities (show info at start and after reloads). */
+  readonly #version: VersionTracker;
+  /** `haproxy -v` of --haproxy-bin (external mode), for `localCheckFirst`. */
+  #localVersion: string | null = null;
   readonly #cfgPath: string;
   #watcher: RegistryWatcher | null = null;
   #managed: ManagedHaproxy | null = null;
@@ -80,6 +84,12 @@ export class Daemon {
     const runtimeTarget: SocketTarget = { path: opts.runtimeSocket };
     this.#runtime = new RuntimeClient(runtimeTarget, { timeoutMs: 5000 });
     this.#master = new MasterClient({ path: opts.masterSocket }, { timeoutMs: 5000 });
+    this.#version = new VersionTracker(this.#runtime, {
+      onChange: (now) => {
+        this.#master.useCapabilities(now.capabilities);
+        this.metrics.setHaproxyInfo(now.version?.raw ?? 'unknown', now.label);
+      },
+    });
     this.#limiter = new ReloadLimiter({ minIntervalMs: opts.reloadMinIntervalMs });
   }
 
@@ -112,7 +122,9 @@ export class Daemon {
       // The listeners of the config HAProxy runs now: those are what a reload hands over.
       guardPorts: () => [...new Set(tcpListeners(this.#appliedConfig).map((l) => l.port))],
       haproxyBin: this.#o.haproxyBin,
+      validateLocally: () => localCheckFirst(this.#o.mode, this.#version.current, this.#localVersion),
     });
+    if (this.#o.mode === 'external') this.#localVersion = await haproxyVersion(this.#o.haproxyBin);
 
     const watcher = new RegistryWatcher({
       endpoints: this.#o.etcd.endpoints,
@@ -131,6 +143,7 @@ export class Daemon {
     await Promise.race([firstLoad, new Promise((r) => setTimeout(r, 5000))]);
 
     if (this.#o.mode === 'managed') await this.#startManaged();
+    await this.#refreshVersion();
     this.#appliedConfig = await readFile(this.#cfgPath, 'utf8').catch(() => '');
 
     this.#verifyTimer = setInterval(() => this.requestPass('verify'), this.#o.verifyIntervalMs);
@@ -164,6 +177,7 @@ export class Daemon {
         try {
           await this.#managed.start();
           log.warn({ attempt }, 'haproxy restarted after an unexpected exit; re-applying the registry');
+          await this.#refreshVersion();
           break;
         } catch (err) {
           log.error({ err, attempt }, 'could not restart haproxy');
@@ -285,7 +299,7 @@ export class Daemon {
 
   async #apply(plan: Plan, registry: Registry): Promise<void> {
     if (plan.ops.length === 0) return;
-    const results = await applyOps(this.#runtime, plan.ops, registry, this.#o.render);
+    const results = await applyOps(this.#runtime, plan.ops, registry, this.#o.render, { waitSrvRemovable: this.#version.current.capabilities.waitSrvRemovable });
     for (const r of results) this.metrics.runtimeCommands.inc({ command: r.family, result: r.ok ? 'ok' : r.code });
     const failed = results.filter((r) => !r.ok);
     if (failed.length) {
@@ -335,6 +349,12 @@ export class Daemon {
     }
     const proc = await this.#master.showProc().catch(() => null);
     if (proc) this.metrics.haproxyReloads.set(proc.reloads);
+    await this.#refreshVersion();
+  }
+
+  /** A reload may run another binary: re-read the version; a failed read keeps the last capabilities. */
+  async #refreshVersion(): Promise<void> {
+    await this.#version.refresh().catch((err: unknown) => log.warn({ err }, 'show info failed: capabilities unchanged'));
   }
 
 

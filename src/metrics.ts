@@ -64,6 +64,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly haproxyInfo = new Gauge({
+    name: 'haproxy_updater_haproxy_info',
+    help: 'The running HAProxy (show info) and the capabilities the updater uses with it; 1 for the current pair',
+    labelNames: ['version', 'capabilities'] as const,
+    registers: [this.registry],
+  });
+
+  setHaproxyInfo(version: string, capabilities: string): void {
+    this.haproxyInfo.reset();
+    this.haproxyInfo.set({ version, capabilities }, 1);
+  }
+
   setEtcdState(state: string, all: readonly string[]): void {
     for (const s of all) this.etcdState.set({ state: s }, s === state ? 1 : 0);
   }

@@ -94,3 +94,16 @@ export function capabilitiesFor(rawVersion: string | null | undefined): VersionC
   const capabilities = row?.caps ?? CONSERVATIVE;
   return { version, branch: row?.branch ?? null, capabilities, label: capabilityLabel(capabilities) };
 }
+
+/**
+ * Whether the updater's own `haproxy -c` runs before a reload. Managed: the local binary is
+ * the one running. External against a master whose `reload` is synchronous (2.8+): that
+ * HAProxy refuses a bad config itself and keeps its workers, so a local binary of another
+ * version (validator skew: accepting what the running one refuses, or the reverse) is used
+ * only when its `haproxy -v` equals the running version. Without a synchronous reload only
+ * `haproxy -c` can say why a config is bad, so it always runs.
+ */
+export function localCheckFirst(mode: 'managed' | 'external', running: VersionCapabilities, localVersion: string | null): boolean {
+  if (mode === 'managed' || !running.capabilities.syncReload) return true;
+  return localVersion !== null && localVersion === running.version?.raw;
+}
