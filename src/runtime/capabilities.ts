@@ -26,8 +26,6 @@ export interface Capabilities {
   readonly dynamicBackends: boolean;
   /** `mworker-max-reloads` when the config sets none (3.3+: 50; before: unlimited = null). */
   readonly mworkerMaxReloadsDefault: number | null;
-  /** The `master-worker` global keyword is accepted without a deprecation warning (before 3.3). */
-  readonly masterWorkerKeyword: boolean;
 }
 
 export interface VersionCapabilities {
@@ -46,7 +44,6 @@ export const CONSERVATIVE: Capabilities = Object.freeze({
   dynamicBackends: false,
   // An unknown newer branch may cap old workers: assume the cap exists.
   mworkerMaxReloadsDefault: 50,
-  masterWorkerKeyword: true,
 });
 
 /** Branches the project knows (LTS from 2.6), oldest first. */
@@ -57,7 +54,7 @@ const TABLE: ReadonlyArray<{ branch: string; caps: Capabilities }> = [
   { branch: '3.2', caps: { ...CONSERVATIVE, mworkerMaxReloadsDefault: null, syncReload: true, waitSrvRemovable: true } },
   {
     branch: '3.4',
-    caps: { syncReload: true, waitSrvRemovable: true, dynamicBackends: true, mworkerMaxReloadsDefault: 50, masterWorkerKeyword: false },
+    caps: { syncReload: true, waitSrvRemovable: true, dynamicBackends: true, mworkerMaxReloadsDefault: 50 },
   },
 ];
 
@@ -82,7 +79,6 @@ export function capabilityLabel(c: Capabilities): string {
   if (c.syncReload) parts.push('sync-reload');
   if (c.waitSrvRemovable) parts.push('wait-srv-removable');
   if (c.dynamicBackends) parts.push('dynamic-backends');
-  if (!c.masterWorkerKeyword) parts.push('no-master-worker-keyword');
   parts.push(`max-reloads-${c.mworkerMaxReloadsDefault ?? 'unlimited'}`);
   return parts.join(',');
 }

@@ -14,7 +14,7 @@ const EXPECTED: Record<string, { raw: string; label: string }> = {
   '2.6': { raw: '2.6.12-1+deb12u4', label: 'max-reloads-unlimited' },
   '3.0': { raw: '3.0.11-1+deb13u4', label: 'sync-reload,wait-srv-removable,max-reloads-unlimited' },
   '3.2': { raw: '3.2.26-1', label: 'sync-reload,wait-srv-removable,max-reloads-unlimited' },
-  '3.4': { raw: '3.4.7-1', label: 'sync-reload,wait-srv-removable,dynamic-backends,no-master-worker-keyword,max-reloads-50' },
+  '3.4': { raw: '3.4.7-1', label: 'sync-reload,wait-srv-removable,dynamic-backends,max-reloads-50' },
 };
 
 for (const [branch, want] of Object.entries(EXPECTED)) {
