@@ -10,7 +10,8 @@ import path from 'node:path';
 import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import * as E from '../../src/errors.js';
 import * as R from '../../src/runtime/index.js';
-import { freePort, haproxyTestConfig, removeDir, runLoad, startBackend, startHaproxy } from './harness.js';
+import { NoGuard, Reloader } from '../../src/render/index.js';
+import { HAPROXY_BIN, freePort, haproxyTestConfig, removeDir, runLoad, startBackend, startHaproxy } from './harness.js';
 
 test('reload: success (new worker, traffic uninterrupted, slot kept via the state file); invalid config → ReloadFailedError, old worker serving', async (t) => {
   const httpPort = await freePort();
@@ -94,4 +95,52 @@ test('reload against a master socket that is not there: typed, recoverable error
   const master = new R.MasterClient({ path: '/nonexistent/master.sock' }, { timeoutMs: 300 });
   await assert.rejects(master.showProc(), (e: unknown) => e instanceof E.RuntimeConnectionError && e.recoverable);
   await assert.rejects(master.reload({ timeoutMs: 500 }), (e: unknown) => e instanceof E.RuntimeConnectionError);
+});
+
+test('external mode, validator skew: a sync-reload HAProxy validates the config itself (refused → rolled back, ConfigInvalidError); otherwise the local haproxy -c refuses first', async (t) => {
+  const httpPort = await freePort();
+  const hp = await startHaproxy(haproxyTestConfig({ httpPort, backends: ['b1'] }));
+  t.after(async () => {
+    await hp.stop();
+    await removeDir(hp.dir);
+  });
+  const client = new R.RuntimeClient({ path: hp.adminSocket });
+  const master = new R.MasterClient({ path: hp.masterSocket });
+  const running = R.capabilitiesFor(R.summarizeInfo(R.parseInfo(await client.run(R.showInfo()))).version);
+  master.useCapabilities(running.capabilities);
+  // The updater's own binary is another version than the running one (a sidecar image's).
+  const local = R.localCheckFirst('external', running, '0.0.0-other');
+  assert.equal(local, !running.capabilities.syncReload);
+  const reloader = new Reloader({
+    master,
+    runtime: client,
+    guard: new NoGuard(),
+    cfgPath: hp.cfgPath,
+    serverStateFile: path.join(hp.dir, 'server-state'),
+    guardPorts: () => [httpPort],
+    haproxyBin: HAPROXY_BIN,
+    probeNewPorts: false,
+    validateLocally: () => local,
+  });
+  const good = await readFile(hp.cfgPath, 'utf8');
+  const before = await master.showProc();
+  const err = await reloader.reload({ config: `${good}\n    bogus-keyword\n`, files: new Map() }, ['test']).then(
+    () => assert.fail('a config with an unknown keyword was reported as running'),
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof E.ConfigInvalidError, String(err));
+  assert.match(err.message, /bogus-keyword/);
+  assert.equal(await readFile(hp.cfgPath, 'utf8'), good, 'the running config is back on disk');
+  const after = await master.showProc();
+  if (local) {
+    // Local haproxy -c refused it: HAProxy was never asked.
+    assert.equal(err.context.validatedBy, undefined);
+    assert.equal(after.reloads, before.reloads);
+  } else {
+    // The running HAProxy refused it (keeping its worker), then the rollback reload succeeded.
+    assert.equal(err.context.validatedBy, 'running haproxy');
+    assert.equal(after.reloads, before.reloads + 2);
+    assert.equal(after.failed, 0);
+  }
+  assert.equal(R.servingWorkers(after).length, 1);
 });

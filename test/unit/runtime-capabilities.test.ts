@@ -86,3 +86,15 @@ test('unknown or unparsable versions get the most conservative capabilities, nev
   assert.equal(R.capabilitiesFor('2.8.5').capabilities.syncReload, true);
   assert.deepEqual(R.KNOWN_BRANCHES, ['2.6', '2.8', '3.0', '3.2', '3.4']);
 });
+
+test('localCheckFirst: the local haproxy -c runs unless an external sync-reload HAProxy of another version can validate', () => {
+  const v34 = R.capabilitiesFor('3.4.7-1');
+  const v26 = R.capabilitiesFor('2.6.12-1+deb12u4');
+  assert.equal(R.localCheckFirst('managed', v34, '2.6.12-1+deb12u4'), true);
+  assert.equal(R.localCheckFirst('external', v34, '3.4.7-1'), true);
+  assert.equal(R.localCheckFirst('external', v34, '3.2.26-1'), false);
+  assert.equal(R.localCheckFirst('external', v34, null), false);
+  // 2.6 answers `reload` with nothing: only haproxy -c can tell why a config is bad.
+  assert.equal(R.localCheckFirst('external', v26, '3.4.7-1'), true);
+  assert.equal(R.localCheckFirst('external', R.capabilitiesFor('9.9.9'), null), true);
+});
