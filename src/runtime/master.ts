@@ -186,7 +186,10 @@ export class MasterClient {
     let reply = '';
     for (;;) {
       try {
-        reply = await masterCommand(this.#target, reloadCommand(), { timeoutMs: remaining() });
+        // A synchronous reply comes once the new worker is up (slow for big configs): allow
+        // the whole reload deadline; a timeout falls back to polling `show proc`.
+        const callMs = this.#caps.syncReload ? Math.max(1, deadline - Date.now()) : remaining();
+        reply = await masterCommand(this.#target, reloadCommand(), { timeoutMs: callMs });
         break;
       } catch (err) {
         const e = err as UpdaterError;
