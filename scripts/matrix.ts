@@ -32,6 +32,7 @@ export const SCENARIOS: ReadonlyArray<{ name: string; files: readonly string[] }
   { name: 'drift repair', files: ['e2e'] },
   { name: 'etcd outage', files: ['watch-outage', 'e2e'] },
   { name: 'config goldens pass haproxy -c', files: ['unit:render-golden'] },
+  { name: 'version + capabilities (show info, metric)', files: ['versions', 'unit:runtime-capabilities'] },
 ];
 
 export interface Leg {

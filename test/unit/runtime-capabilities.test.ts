@@ -98,3 +98,21 @@ test('localCheckFirst: the local haproxy -c runs unless an external sync-reload 
   assert.equal(R.localCheckFirst('external', v26, '3.4.7-1'), true);
   assert.equal(R.localCheckFirst('external', R.capabilitiesFor('9.9.9'), null), true);
 });
+
+test('VersionTracker: reads show info, reports each new version once; an unknown one gets the conservative set', async () => {
+  let reply = fixture('3.4', 'show-info');
+  const seen: Array<string | null> = [];
+  const tracker = new R.VersionTracker({ run: async () => reply }, { onChange: (now) => seen.push(now.branch) });
+  assert.equal(tracker.current.branch, null, 'conservative before the first read');
+  assert.deepEqual(tracker.current.capabilities, R.CONSERVATIVE);
+  assert.equal((await tracker.refresh()).branch, '3.4');
+  await tracker.refresh();
+  reply = reply.replace('Version: 3.4.7-1', 'Version: 3.5.0-1');
+  const unknown = await tracker.refresh();
+  assert.deepEqual([unknown.branch, unknown.version?.raw], [null, '3.5.0-1']);
+  assert.deepEqual(unknown.capabilities, R.CONSERVATIVE);
+  assert.deepEqual(seen, ['3.4', null]);
+  reply = 'not a show info reply';
+  await assert.rejects(tracker.refresh());
+  assert.equal(tracker.current.version?.raw, '3.5.0-1', 'a failed read keeps the last reading');
+});
