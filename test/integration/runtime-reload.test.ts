@@ -13,21 +13,27 @@ import * as R from '../../src/runtime/index.js';
 import { NoGuard, Reloader } from '../../src/render/index.js';
 import { HAPROXY_BIN, freePort, haproxyTestConfig, removeDir, runLoad, startBackend, startHaproxy } from './harness.js';
 
-test('reload: success (new worker, traffic uninterrupted, slot kept via the state file); invalid config → ReloadFailedError, old worker serving', async (t) => {
+/** HAProxy under test with a runtime and a master client that use its version's capabilities. */
+async function startWithClients(t: { after(fn: () => Promise<void>): void; diagnostic(msg: string): void }) {
   const httpPort = await freePort();
   const hp = await startHaproxy(haproxyTestConfig({ httpPort, backends: ['b1'] }));
   t.after(async () => {
     await hp.stop();
     await removeDir(hp.dir);
   });
-  const be = await startBackend('one');
-  t.after(() => be.close());
   const client = new R.RuntimeClient({ path: hp.adminSocket });
   const master = new R.MasterClient({ path: hp.masterSocket });
   const running = R.capabilitiesFor(R.summarizeInfo(R.parseInfo(await client.run(R.showInfo()))).version);
   assert.ok(running.branch, `the capability table knows the HAProxy under test (${running.version?.raw})`);
   master.useCapabilities(running.capabilities);
   t.diagnostic(`haproxy ${running.version?.raw}: ${running.label}`);
+  return { httpPort, hp, client, master, running };
+}
+
+test('reload: success (new worker, traffic uninterrupted, slot kept via the state file); invalid config → ReloadFailedError, old worker serving', async (t) => {
+  const { httpPort, hp, client, master, running } = await startWithClients(t);
+  const be = await startBackend('one');
+  t.after(() => be.close());
   const results = await client.batch([
     R.addMap(path.join(hp.dir, 'hosts.map'), 'a.test', 'b1'),
     R.setServerAddr('b1', 's1', '127.0.0.1', be.port),
@@ -98,16 +104,7 @@ test('reload against a master socket that is not there: typed, recoverable error
 });
 
 test('external mode, validator skew: a sync-reload HAProxy validates the config itself (refused → rolled back, ConfigInvalidError); otherwise the local haproxy -c refuses first', async (t) => {
-  const httpPort = await freePort();
-  const hp = await startHaproxy(haproxyTestConfig({ httpPort, backends: ['b1'] }));
-  t.after(async () => {
-    await hp.stop();
-    await removeDir(hp.dir);
-  });
-  const client = new R.RuntimeClient({ path: hp.adminSocket });
-  const master = new R.MasterClient({ path: hp.masterSocket });
-  const running = R.capabilitiesFor(R.summarizeInfo(R.parseInfo(await client.run(R.showInfo()))).version);
-  master.useCapabilities(running.capabilities);
+  const { httpPort, hp, client, master, running } = await startWithClients(t);
   // The updater's own binary is another version than the running one (a sidecar image's).
   const local = R.localCheckFirst('external', running, '0.0.0-other');
   assert.equal(local, !running.capabilities.syncReload);
