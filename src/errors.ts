@@ -246,6 +246,10 @@ export const REPLY_ERRORS: ReadonlyArray<{ match: RegExp; cls: ReplyErrorClass }
   { match: /^Proxy is disabled\./, cls: ProxyDisabledError },
   { match: /^Only servers in maintenance mode can be deleted\./, cls: ServerNotInMaintenanceError },
   { match: /^Server still has connections attached/, cls: ServerBusyError },
+  // `wait <ms> srv-removable` (3.0+): `Failed.`, on 3.4 followed by the reason.
+  { match: /^Failed\. No such server\./, cls: NoSuchServerError },
+  { match: /^Failed\. Only servers in maintenance mode can be deleted\./, cls: ServerNotInMaintenanceError },
+  { match: /^Failed\.$/, cls: ServerBusyError },
   { match: /^Already exists a server with the same name/, cls: ServerExistsError },
   { match: /^This server cannot be removed at runtime/, cls: ServerNotRemovableError },
   { match: /option is not accepted for dynamic server/, cls: UnsupportedOptionError },

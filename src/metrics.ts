@@ -70,6 +70,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly haproxyInfo = new Gauge({
+    name: 'haproxy_updater_haproxy_info',
+    help: 'The running HAProxy (show info) and the capabilities the updater uses with it; 1 for the current pair',
+    labelNames: ['version', 'capabilities'] as const,
+    registers: [this.registry],
+  });
+
+  setHaproxyInfo(version: string, capabilities: string): void {
+    this.haproxyInfo.reset();
+    this.haproxyInfo.set({ version, capabilities }, 1);
+  }
+
   setEtcdEndpoint(current: string, all: readonly string[]): void {
     for (const e of all) this.etcdEndpoint.set({ endpoint: e }, e === current ? 1 : 0);
   }

@@ -15,6 +15,7 @@ import {
   addServer,
   enableHealth,
   delServer,
+  waitSrvRemovable,
   addMap,
   setMap,
   delMap,
@@ -78,14 +79,24 @@ function toCommand(op: Op, settings: Pick<RenderSettings, 'hostsMap' | 'sniMap' 
   }
 }
 
+export interface ApplyOptions {
+  /** Capability `waitSrvRemovable` of the running HAProxy: `wait srv-removable` before each `del server`. Default false. */
+  waitSrvRemovable?: boolean;
+}
+
+/** Bound of one `wait srv-removable`: the planner only deletes idle servers, so this is rarely reached. */
+const SRV_REMOVABLE_WAIT_MS = 1000;
+
 export async function applyOps(
   runtime: RuntimeClient,
   ops: readonly Op[],
   settings: Pick<RenderSettings, 'hostsMap' | 'sniMap' | 'checkInterMs'>,
+  opts: ApplyOptions = {},
 ): Promise<ApplyResult[]> {
   const results: ApplyResult[] = [];
   const commands: Command[] = [];
   const cmdOps: Op[] = [];
+  const families: string[] = [];
   const fileWrites: Op[] = [];
   for (const op of ops) {
     if (op.kind === 'write-map-file') {
@@ -94,9 +105,16 @@ export async function applyOps(
     }
     try {
       const cmd = toCommand(op, settings);
+      if (cmd && op.kind === 'del-server' && opts.waitSrvRemovable) {
+        // Reported as its own family; a `Failed.` here makes the `del server` after it fail too.
+        commands.push(waitSrvRemovable(op.backend, op.server, SRV_REMOVABLE_WAIT_MS));
+        cmdOps.push(op);
+        families.push('wait-srv-removable');
+      }
       if (cmd) {
         commands.push(cmd);
         cmdOps.push(op);
+        families.push(op.kind);
       }
     } catch (err) {
       // A value that fails validation here never reaches the socket; report it.
@@ -109,10 +127,11 @@ export async function applyOps(
     const replies = await runtime.batch(commands);
     replies.forEach((r, i) => {
       const op = cmdOps[i]!;
-      if (r.ok) results.push({ op, family: op.kind, ok: true, code: 'ok' });
+      const family = families[i]!;
+      if (r.ok) results.push({ op, family, ok: true, code: 'ok' });
       else {
         log.warn({ err: r.error, op }, 'runtime command failed');
-        results.push({ op, family: op.kind, ok: false, code: r.error.code, message: r.error.message });
+        results.push({ op, family, ok: false, code: r.error.code, message: r.error.message });
       }
     });
   }

@@ -15,7 +15,7 @@ import { Metrics } from '../metrics.js';
 import { EMPTY_REGISTRY, type Registry, type Rejection } from '../model.js';
 import { ConfigInvalidError, UpdaterError } from '../errors.js';
 import { RegistryWatcher, type RegistryUpdate } from '../watch/index.js';
-import { RuntimeClient, MasterClient, type SocketTarget } from '../runtime/index.js';
+import { RuntimeClient, MasterClient, VersionTracker, localCheckFirst, type SocketTarget } from '../runtime/index.js';
 import {
   plan as makePlan,
   decideReload,
@@ -28,7 +28,7 @@ import {
   type ReloadCause,
 } from '../reconcile/index.js';
 import { renderConfig, tcpListeners, configIdentity, type RenderSettings, type Rendered } from '../render/index.js';
-import { Reloader, createGuard, ReloadLimiter, type ReloadGuard } from '../reload/index.js';
+import { Reloader, createGuard, ReloadLimiter, haproxyVersion, type ReloadGuard } from '../reload/index.js';
 import { observe } from './observe.js';
 import { applyOps } from './apply.js';
 import { ManagedHaproxy } from './haproxy-process.js';
@@ -62,6 +62,10 @@ export class Daemon {
   readonly #queue = new PQueue({ concurrency: 1 });
   readonly #runtime: RuntimeClient;
   readonly #master: MasterClient;
+  /** Running HAProxy version → capabilities (show info at start and after reloads). */
+  readonly #version: VersionTracker;
+  /** `haproxy -v` of --haproxy-bin (external mode), for `localCheckFirst`. */
+  #localVersion: string | null = null;
   readonly #cfgPath: string;
   #watcher: RegistryWatcher | null = null;
   #managed: ManagedHaproxy | null = null;
@@ -92,6 +96,12 @@ export class Daemon {
     const runtimeTarget: SocketTarget = { path: opts.runtimeSocket };
     this.#runtime = new RuntimeClient(runtimeTarget, { timeoutMs: 5000 });
     this.#master = new MasterClient({ path: opts.masterSocket }, { timeoutMs: 5000 });
+    this.#version = new VersionTracker(this.#runtime, {
+      onChange: (now) => {
+        this.#master.useCapabilities(now.capabilities);
+        this.metrics.setHaproxyInfo(now.version?.raw ?? 'unknown', now.label);
+      },
+    });
     this.#limiter = new ReloadLimiter({ minIntervalMs: opts.reloadMinIntervalMs });
   }
 
@@ -124,7 +134,9 @@ export class Daemon {
       // The listeners of the config HAProxy runs now: those are what a reload hands over.
       guardPorts: () => [...new Set(tcpListeners(this.#appliedConfig).map((l) => l.port))],
       haproxyBin: this.#o.haproxyBin,
+      validateLocally: () => localCheckFirst(this.#o.mode, this.#version.current, this.#localVersion),
     });
+    if (this.#o.mode === 'external') this.#localVersion = await haproxyVersion(this.#o.haproxyBin);
 
     const watcher = new RegistryWatcher({
       endpoints: this.#o.etcd.endpoints,
@@ -146,6 +158,7 @@ export class Daemon {
     await Promise.race([firstLoad, new Promise((r) => setTimeout(r, 5000))]);
 
     if (this.#o.mode === 'managed') await this.#startManaged();
+    await this.#refreshVersion();
     this.#appliedConfig = await readFile(this.#cfgPath, 'utf8').catch(() => '');
 
     this.#verifyTimer = setInterval(() => this.requestPass('verify'), this.#o.verifyIntervalMs);
@@ -179,6 +192,7 @@ export class Daemon {
         try {
           await this.#managed.start();
           log.warn({ attempt }, 'haproxy restarted after an unexpected exit; re-applying the registry');
+          await this.#refreshVersion();
           break;
         } catch (err) {
           log.error({ err, attempt }, 'could not restart haproxy');
@@ -295,7 +309,7 @@ export class Daemon {
 
   async #apply(plan: Plan): Promise<void> {
     if (plan.ops.length === 0) return;
-    const results = await applyOps(this.#runtime, plan.ops, this.#o.render);
+    const results = await applyOps(this.#runtime, plan.ops, this.#o.render, { waitSrvRemovable: this.#version.current.capabilities.waitSrvRemovable });
     for (const r of results) this.metrics.runtimeCommands.inc({ command: r.family, result: r.ok ? 'ok' : r.code });
     const failed = results.filter((r) => !r.ok);
     if (failed.length) {
@@ -361,6 +375,12 @@ export class Daemon {
     }
     const proc = await this.#master.showProc().catch(() => null);
     if (proc) this.metrics.haproxyReloads.set(proc.reloads);
+    await this.#refreshVersion();
+  }
+
+  /** A reload may run another binary: re-read the version; a failed read keeps the last capabilities. */
+  async #refreshVersion(): Promise<void> {
+    await this.#version.refresh().catch((err: unknown) => log.warn({ err }, 'show info failed: capabilities unchanged'));
   }
 
 

@@ -57,6 +57,12 @@ export interface ReloaderOptions {
    * runs in another one. Default true.
    */
   probeNewPorts?: boolean;
+  /**
+   * Run `haproxy -c` before reloading (asked at each reload). False only where the running
+   * HAProxy validates the config itself in a synchronous reload (see `localCheckFirst`):
+   * its refusal then comes back as ConfigInvalidError after the rollback. Default: always.
+   */
+  validateLocally?: () => boolean;
 }
 
 /** `R`: the caller's reason type (the daemon's typed ReloadCause); the reloader only carries it. */
@@ -114,7 +120,8 @@ export class Reloader<R = unknown> {
     await atomicWrite(this.#o.serverStateFile, dump);
 
     // 2.–3. ConfigInvalidError propagates: config file and HAProxy untouched.
-    const written = await writeRendered(rendered, this.#o.cfgPath, this.#validateOpts());
+    const local = this.#o.validateLocally?.() ?? true;
+    const written = await writeRendered(rendered, this.#o.cfgPath, { ...this.#validateOpts(), skipValidation: !local });
 
     // 4.–6.
     const first = await this.#guardedReload();
@@ -156,6 +163,16 @@ export class Reloader<R = unknown> {
       );
     }
     const durationMs = Math.round(performance.now() - started);
+    if (!local && failure instanceof ReloadFailedError && Array.isArray(failure.context.alerts)) {
+      // The running HAProxy was the validator: same outcome as a `haproxy -c` refusal.
+      throw new ConfigInvalidError(`the running HAProxy refused the config (${describe(failure)}); previous config restored and reloaded`, {
+        ...ctx,
+        rolledBack: true,
+        durationMs,
+        validatedBy: 'running haproxy',
+        alerts: failure.context.alerts,
+      }, { cause: failure });
+    }
     throw new ReloadFailedError(
       `reload failed (${describe(failure)}); previous config restored and reloaded`,
       { ...ctx, rolledBack: true, durationMs, code: failure instanceof UpdaterError ? failure.code : undefined },

@@ -5,6 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { ConfigError, ConfigInvalidError } from '../errors.js';
+import { versionFromHaproxyV } from '../runtime/capabilities.js';
 
 export interface ValidateOptions {
   /** HAProxy executable. Default `haproxy` (from PATH). */
@@ -53,4 +54,11 @@ export async function validateConfig(configPath: string, opts: ValidateOptions =
 /** `[ALERT]    (123) : config : parsing [...]` → `config : parsing [...]`. */
 function stripPrefix(line: string): string {
   return line.replace(/^\[(ALERT|WARNING|NOTICE)\]\s*\(\d+\)\s*:\s*/, '');
+}
+
+/** `<bin> -v` → the version it prints (`3.2.26-1`); null when it does not run or says something else. */
+export async function haproxyVersion(bin = 'haproxy'): Promise<string | null> {
+  return new Promise((resolve) => {
+    execFile(bin, ['-v'], { timeout: 10_000, encoding: 'utf8' }, (err, out) => resolve(err ? null : versionFromHaproxyV(out)));
+  });
 }

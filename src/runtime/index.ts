@@ -9,3 +9,4 @@ export * from './maps.js';
 export * from './backends.js';
 export * from './master.js';
 export * from './ssl.js';
+export * from './capabilities.js';

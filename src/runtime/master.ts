@@ -1,15 +1,21 @@
 /**
  * Master CLI (`haproxy -W -S <master.sock>`): `show proc` and a reload whose outcome is
- * verified instead of assumed. The master answers `reload` with nothing and re-executes
- * itself (~0.1 s, during which its socket refuses or resets connections); the result is
- * only visible in `show proc` afterwards: the master's reload counter goes up, and either
- * `[failed: 0]` with a new worker PID (success) or `[failed: N>0]` with the old worker
- * still serving (the new config did not load).
+ * verified instead of assumed. Two ways, chosen by the `syncReload` capability:
+ *  - 2.6 (and any version the capability table does not know): the master answers `reload`
+ *    with nothing and re-executes itself (~0.1 s, during which its socket refuses or resets
+ *    connections); the result is only visible in `show proc` afterwards: the master's reload
+ *    counter goes up, and either `[failed: 0]` with a new worker PID (success) or
+ *    `[failed: N>0]` with the old worker still serving (the new config did not load).
+ *  - 2.8+: `reload` answers once the outcome is known: `Success=1|0`, `--`, then the
+ *    start-up log, whose ALERT lines say why a config was refused.
+ * After a refused reload 3.1+ lists the worker that keeps serving under `# old workers`
+ * (with `# workers` empty), 2.6/3.0 under `# workers`: `servingWorkers()` covers both.
  */
 import { ReloadFailedError, ReloadTimeoutError, ReplyParseError, type UpdaterError } from '../errors.js';
 import { logger } from '../log.js';
 import { makeCommand, type Command } from './command.js';
 import { DEFAULT_TIMEOUT_MS, masterCommand, type SocketTarget } from './socket.js';
+import { CONSERVATIVE, type Capabilities } from './capabilities.js';
 
 const log = logger('runtime');
 
@@ -94,6 +100,35 @@ export function parseShowProc(text: string): ProcInfo {
   return info;
 }
 
+/**
+ * The workers serving new connections: those under `# workers`; when that section is empty
+ * (3.1+ after a refused reload), the newest generation under `# old workers` (fewest reloads).
+ */
+export function servingWorkers(proc: Pick<ProcInfo, 'workers' | 'oldWorkers'>): ProcEntry[] {
+  if (proc.workers.length > 0) return proc.workers;
+  const newest = Math.min(...proc.oldWorkers.map((w) => w.reloads));
+  return proc.oldWorkers.filter((w) => w.reloads === newest);
+}
+
+export interface ReloadReply {
+  success: boolean;
+  /** The start-up log lines after `--`. */
+  log: string[];
+  /** Its `[ALERT]` lines without the `[ALERT]    (pid) : ` prefix: why a config was refused. */
+  alerts: string[];
+}
+
+/** The synchronous reply of `reload` (2.8+); null when the text is not one (2.6 answers nothing). */
+export function parseReloadReply(text: string): ReloadReply | null {
+  const lines = text.split('\n');
+  const m = /^Success=([01])\s*$/.exec(lines[0] ?? '');
+  if (!m) return null;
+  const sep = lines.indexOf('--');
+  const log = (sep < 0 ? [] : lines.slice(sep + 1)).filter((l) => l.trim() !== '');
+  const alerts = log.filter((l) => l.startsWith('[ALERT]')).map((l) => l.replace(/^\[ALERT\]\s*\(\d+\)\s*:\s*/, ''));
+  return { success: m[1] === '1', log, alerts };
+}
+
 export interface MasterClientOptions {
   /** Deadline of one master CLI call (connect + reply), ms. Default 5000. */
   timeoutMs?: number;
@@ -111,10 +146,16 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export class MasterClient {
   readonly #target: SocketTarget;
   readonly #timeoutMs: number;
+  #caps: Capabilities = CONSERVATIVE;
 
   constructor(target: SocketTarget, opts: MasterClientOptions = {}) {
     this.#target = target;
     this.#timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  }
+
+  /** From `capabilitiesFor()` of the running version; until called, the conservative set. */
+  useCapabilities(caps: Capabilities): void {
+    this.#caps = caps;
   }
 
   async showProc(timeoutMs = this.#timeoutMs): Promise<ProcInfo> {
@@ -134,16 +175,21 @@ export class MasterClient {
     const deadline = Date.now() + timeoutMs;
     const remaining = () => Math.max(1, Math.min(this.#timeoutMs, deadline - Date.now()));
     const before = await this.showProc(remaining());
-    const previousPids = new Set(before.workers.map((w) => w.pid));
-    const previousWorkerPid = before.workers[0]?.pid ?? null;
+    const serving = servingWorkers(before);
+    const previousPids = new Set([...before.workers, ...before.oldWorkers].map((w) => w.pid));
+    const previousWorkerPid = serving[0]?.pid ?? null;
     const started = performance.now();
     let lastError: UpdaterError | undefined;
 
     // Send `reload`. If the connection was never made, nothing was sent: try again. Once
     // connected, the master may reset the connection as it re-executes; that is success.
+    let reply = '';
     for (;;) {
       try {
-        await masterCommand(this.#target, reloadCommand(), { timeoutMs: remaining() });
+        // A synchronous reply comes once the new worker is up (slow for big configs): allow
+        // the whole reload deadline; a timeout falls back to polling `show proc`.
+        const callMs = this.#caps.syncReload ? Math.max(1, deadline - Date.now()) : remaining();
+        reply = await masterCommand(this.#target, reloadCommand(), { timeoutMs: callMs });
         break;
       } catch (err) {
         const e = err as UpdaterError;
@@ -157,9 +203,27 @@ export class MasterClient {
       }
     }
 
+    const sync = this.#caps.syncReload ? parseReloadReply(reply) : null;
+    if (sync && !sync.success) {
+      const proc = await this.showProc(remaining()).catch(() => null);
+      const context = {
+        reloadsBefore: before.reloads,
+        reloads: proc?.reloads ?? null,
+        failed: proc?.failed ?? null,
+        workerPid: proc ? (servingWorkers(proc)[0]?.pid ?? null) : null,
+        alerts: sync.alerts,
+      };
+      log.warn(context, 'reload refused: old worker kept running');
+      const why = sync.alerts.length ? sync.alerts.join('; ') : sync.log.slice(-3).join('; ');
+      throw new ReloadFailedError(`reload refused by HAProxy: ${why || 'no reason given'}; the previous worker keeps serving`, context);
+    }
+    // Success=1 (the new worker is already listed) or no synchronous reply: `show proc` decides.
+
     let last: ProcInfo | undefined;
+    let wait = sync === null; // after Success=1 the first `show proc` already shows the new worker
     for (;;) {
-      await sleep(pollMs);
+      if (wait) await sleep(pollMs);
+      wait = true;
       try {
         last = await this.showProc(remaining());
         lastError = undefined;
@@ -168,7 +232,7 @@ export class MasterClient {
         lastError = err as UpdaterError;
       }
       if (last && last.reloads > before.reloads) {
-        const context = { reloadsBefore: before.reloads, reloads: last.reloads, failed: last.failed, workerPid: last.workers[0]?.pid ?? null };
+        const context = { reloadsBefore: before.reloads, reloads: last.reloads, failed: last.failed, workerPid: servingWorkers(last)[0]?.pid ?? null };
         if (last.failed > 0) {
           log.warn(context, 'reload failed: old worker kept running');
           throw new ReloadFailedError(`reload failed (failed: ${last.failed}); the previous worker keeps serving`, context);

@@ -93,6 +93,15 @@ export function delServer(backend: string, server: string): Command {
   return makeCommand(`del server ${serverRef(backend, server)}`);
 }
 
+/**
+ * `wait <ms> srv-removable <be>/<srv>` (capability `waitSrvRemovable`, 3.0+): returns `Done.`
+ * as soon as `del server` would succeed (idle connections purged), `Failed.` after `ms`.
+ * Sent right before `del server`, which on 3.3+ is likely refused without it.
+ */
+export function waitSrvRemovable(backend: string, server: string, timeoutMs: number): Command {
+  return makeCommand(`wait ${assertInt(timeoutMs, 1, 60_000, 'timeoutMs')} srv-removable ${serverRef(backend, server)}`);
+}
+
 /** Starts health checks (needed after `add server ... check`; they then run even in maint). */
 export function enableHealth(backend: string, server: string): Command {
   return makeCommand(`enable health ${serverRef(backend, server)}`);

@@ -15,7 +15,7 @@ import { DEFAULT_OPTIONS, type HttpService, type Registry } from '../../src/mode
 import { MasterClient, RuntimeClient } from '../../src/runtime/index.js';
 import { defaultSettings, renderConfig, type RenderSettings } from '../../src/render/index.js';
 import { IptablesGuard, NoGuard, Reloader, writeRendered, type ReloadGuard } from '../../src/reload/index.js';
-import { execFileP, launchHaproxy, removeDir, socketCommand, startProcess, stopProcess, tempDir, waitFor, type Proc } from '../../testkit/index.js';
+import { haproxyBin, execFileP, launchHaproxy, removeDir, socketCommand, startProcess, stopProcess, tempDir, waitFor, type Proc } from '../../testkit/index.js';
 
 const ROOT = process.getuid?.() === 0;
 const SKIP = ROOT ? false : 'needs root (ip netns, iptables): not root, skipped';
@@ -72,7 +72,7 @@ async function reloadsUnderLoad(t: { after(fn: () => Promise<void>): void; diagn
   const cfgPath = path.join(dir, 'haproxy.cfg');
   const masterSocket = path.join(dir, 'master.sock');
   const services = [http('web', ['web.test'])];
-  await writeRendered(render(registry(services)), cfgPath);
+  await writeRendered(render(registry(services)), cfgPath, { haproxyBin: haproxyBin() });
 
   const procs: Proc[] = [];
   t.after(async () => {
@@ -107,6 +107,7 @@ async function reloadsUnderLoad(t: { after(fn: () => Promise<void>): void; diagn
   }
   const master = new MasterClient({ path: masterSocket });
   const reloader = new Reloader({
+    haproxyBin: haproxyBin(),
     master,
     runtime: new RuntimeClient({ path: settings.adminSocket }),
     guard,

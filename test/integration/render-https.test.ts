@@ -15,7 +15,7 @@ import { DEFAULT_OPTIONS, type HttpService, type Registry } from '../../src/mode
 import { MasterClient, RuntimeClient } from '../../src/runtime/index.js';
 import { defaultSettings, renderConfig, type RenderSettings } from '../../src/render/index.js';
 import { NoGuard, Reloader, writeRendered } from '../../src/reload/index.js';
-import { execFileP, freePort, removeDir, socketCommand, startHaproxy, tempDir, waitFor } from '../../testkit/index.js';
+import { haproxyBin, execFileP, freePort, removeDir, socketCommand, startHaproxy, tempDir, waitFor } from '../../testkit/index.js';
 
 function svc(name: string, o: Partial<HttpService> = {}): HttpService {
   return { kind: 'http', name, upstreams: new Map(), domains: [], urlReg: null, sslPassthrough: false, options: DEFAULT_OPTIONS, ...o };
@@ -76,7 +76,7 @@ test('https: SNI passthrough, termination via the PROXY-v2 hop, routing identica
   const services = [svc('web', { domains: ['web.test'] }), svc('api', { domains: ['api.test'], urlReg: '^/api/' }), svc('vault', { domains: ['vault.test'], sslPassthrough: true })];
   const rendered = renderConfig({ registry: registry(services), capacity: new Map(), settings });
   const cfgPath = path.join(dir, 'haproxy.cfg');
-  await writeRendered(rendered, cfgPath);
+  await writeRendered(rendered, cfgPath, { haproxyBin: haproxyBin() });
   const hp = await startHaproxy(rendered.config, { dir });
   t.after(() => hp.stop());
   await waitFor(() => socketCommand(settings.adminSocket, 'show info').then((r) => r.includes('Pid:')), { what: 'admin socket' });
@@ -104,6 +104,7 @@ test('https: SNI passthrough, termination via the PROXY-v2 hop, routing identica
   await check('before reload');
 
   const reloader = new Reloader({
+    haproxyBin: haproxyBin(),
     master: new MasterClient({ path: hp.masterSocket }),
     runtime: new RuntimeClient({ path: settings.adminSocket }),
     guard: new NoGuard(),

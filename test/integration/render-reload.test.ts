@@ -19,7 +19,7 @@ import { ConfigInvalidError, ReloadFailedError } from '../../src/errors.js';
 import { MasterClient, RuntimeClient } from '../../src/runtime/index.js';
 import { defaultSettings, renderConfig, type RenderSettings, type Rendered } from '../../src/render/index.js';
 import { NoGuard, Reloader, writeRendered } from '../../src/reload/index.js';
-import { freePort, percentile, removeDir, runLoad, socketCommand, startBackend, startHaproxy, tempDir, waitFor, type LoadResult } from '../../testkit/index.js';
+import { haproxyBin, freePort, percentile, removeDir, runLoad, socketCommand, startBackend, startHaproxy, tempDir, waitFor, type LoadResult } from '../../testkit/index.js';
 
 function http(name: string, domains: string[]): HttpService {
   return { kind: 'http', name, upstreams: new Map(), domains, urlReg: null, sslPassthrough: false, options: { ...DEFAULT_OPTIONS, healthPath: '/health' } };
@@ -48,7 +48,7 @@ async function start(t: { after(fn: () => Promise<void>): void }): Promise<Env> 
   const render = (reg: Registry) => renderConfig({ registry: reg, capacity: new Map(), settings });
   const cfgPath = path.join(dir, 'haproxy.cfg');
   const v1 = render(registry([http('web', ['web.test'])]));
-  await writeRendered(v1, cfgPath);
+  await writeRendered(v1, cfgPath, { haproxyBin: haproxyBin() });
   const be = await startBackend('one');
   const hp = await startHaproxy(v1.config, { dir });
   t.after(async () => {
@@ -62,6 +62,7 @@ async function start(t: { after(fn: () => Promise<void>): void }): Promise<Env> 
   await socketCommand(settings.adminSocket, 'set server http-web/s1 state ready');
   const master = new MasterClient({ path: hp.masterSocket });
   const reloader = new Reloader({
+    haproxyBin: haproxyBin(),
     master,
     runtime: new RuntimeClient({ path: settings.adminSocket }),
     guard: new NoGuard(),
@@ -190,6 +191,7 @@ test('a reload that fails in HAProxy is rolled back (previous config reloaded); 
     showProc: () => env.master.showProc(),
   };
   const reloader = new Reloader({
+    haproxyBin: haproxyBin(),
     master: sabotaging,
     runtime: new RuntimeClient({ path: env.adminSocket }),
     guard: new NoGuard(),

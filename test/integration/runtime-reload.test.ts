@@ -1,7 +1,8 @@
 /**
- * Master CLI against a real HAProxy 2.6.12 in master-worker mode: a reload verified by a
- * new worker PID (under traffic), and an invalid config detected as `ReloadFailedError`
- * while the old worker keeps serving.
+ * Master CLI against the real HAProxy under test (haproxyBin(): 2.6 to 3.4) in master-worker
+ * mode, with the capabilities its `show info` version maps to: a reload verified by a new
+ * worker PID (under traffic), and an invalid config detected as `ReloadFailedError` while
+ * the old worker keeps serving (listed under `# workers` on 2.6/3.0, `# old workers` on 3.2+).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,19 +10,30 @@ import path from 'node:path';
 import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import * as E from '../../src/errors.js';
 import * as R from '../../src/runtime/index.js';
-import { freePort, haproxyTestConfig, removeDir, runLoad, startBackend, startHaproxy } from '../../testkit/index.js';
+import { NoGuard, Reloader } from '../../src/reload/index.js';
+import { haproxyBin, freePort, haproxyTestConfig, removeDir, runLoad, startBackend, startHaproxy } from '../../testkit/index.js';
 
-test('reload: success (new worker, traffic uninterrupted, slot kept via the state file); invalid config → ReloadFailedError, old worker serving', async (t) => {
+/** HAProxy under test with a runtime and a master client that use its version's capabilities. */
+async function startWithClients(t: { after(fn: () => Promise<void>): void; diagnostic(msg: string): void }) {
   const httpPort = await freePort();
   const hp = await startHaproxy(haproxyTestConfig({ httpPort, backends: ['b1'] }));
   t.after(async () => {
     await hp.stop();
     await removeDir(hp.dir);
   });
-  const be = await startBackend('one');
-  t.after(() => be.close());
   const client = new R.RuntimeClient({ path: hp.adminSocket });
   const master = new R.MasterClient({ path: hp.masterSocket });
+  const running = R.capabilitiesFor(R.summarizeInfo(R.parseInfo(await client.run(R.showInfo()))).version);
+  assert.ok(running.branch, `the capability table knows the HAProxy under test (${running.version?.raw})`);
+  master.useCapabilities(running.capabilities);
+  t.diagnostic(`haproxy ${running.version?.raw}: ${running.label}`);
+  return { httpPort, hp, client, master, running };
+}
+
+test('reload: success (new worker, traffic uninterrupted, slot kept via the state file); invalid config → ReloadFailedError, old worker serving', async (t) => {
+  const { httpPort, hp, client, master, running } = await startWithClients(t);
+  const be = await startBackend('one');
+  t.after(() => be.close());
   const results = await client.batch([
     R.addMap(path.join(hp.dir, 'hosts.map'), 'a.test', 'b1'),
     R.setServerAddr('b1', 's1', '127.0.0.1', be.port),
@@ -70,8 +82,10 @@ test('reload: success (new worker, traffic uninterrupted, slot kept via the stat
   assert.equal(err.context.reloads, ok.reloadsAfter + 1);
   assert.equal(err.context.failed, 1);
   assert.equal(err.recoverable, false);
+  // 2.8+ says why in its reply: the ALERT naming the bad line becomes the message.
+  if (running.capabilities.syncReload) assert.match(err.message, /unknown keyword 'bogus-keyword'/);
   const failedProc = await master.showProc();
-  assert.deepEqual(failedProc.workers.map((w) => w.pid), [ok.workerPid], 'old worker kept');
+  assert.deepEqual(R.servingWorkers(failedProc).map((w) => w.pid), [ok.workerPid], 'old worker kept');
   const still = await runLoad({ url, host: 'a.test', maxRequests: 20, concurrency: 2 });
   assert.deepEqual([still.failed, still.bodies.one], [0, 20], JSON.stringify(still.failures));
   assert.equal(R.summarizeInfo(R.parseInfo(await client.run(R.showInfo()))).pid, ok.workerPid);
@@ -87,4 +101,43 @@ test('reload against a master socket that is not there: typed, recoverable error
   const master = new R.MasterClient({ path: '/nonexistent/master.sock' }, { timeoutMs: 300 });
   await assert.rejects(master.showProc(), (e: unknown) => e instanceof E.RuntimeConnectionError && e.recoverable);
   await assert.rejects(master.reload({ timeoutMs: 500 }), (e: unknown) => e instanceof E.RuntimeConnectionError);
+});
+
+test('external mode, validator skew: a sync-reload HAProxy validates the config itself (refused → rolled back, ConfigInvalidError); otherwise the local haproxy -c refuses first', async (t) => {
+  const { httpPort, hp, client, master, running } = await startWithClients(t);
+  // The updater's own binary is another version than the running one (a sidecar image's).
+  const local = R.localCheckFirst('external', running, '0.0.0-other');
+  assert.equal(local, !running.capabilities.syncReload);
+  const reloader = new Reloader({
+    master,
+    runtime: client,
+    guard: new NoGuard(),
+    cfgPath: hp.cfgPath,
+    serverStateFile: path.join(hp.dir, 'server-state'),
+    guardPorts: () => [httpPort],
+    haproxyBin: haproxyBin(),
+    probeNewPorts: false,
+    validateLocally: () => local,
+  });
+  const good = await readFile(hp.cfgPath, 'utf8');
+  const before = await master.showProc();
+  const err = await reloader.reload({ config: `${good}\n    bogus-keyword\n`, files: new Map() }, ['test']).then(
+    () => assert.fail('a config with an unknown keyword was reported as running'),
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof E.ConfigInvalidError, String(err));
+  assert.match(err.message, /bogus-keyword/);
+  assert.equal(await readFile(hp.cfgPath, 'utf8'), good, 'the running config is back on disk');
+  const after = await master.showProc();
+  if (local) {
+    // Local haproxy -c refused it: HAProxy was never asked.
+    assert.equal(err.context.validatedBy, undefined);
+    assert.equal(after.reloads, before.reloads);
+  } else {
+    // The running HAProxy refused it (keeping its worker), then the rollback reload succeeded.
+    assert.equal(err.context.validatedBy, 'running haproxy');
+    assert.equal(after.reloads, before.reloads + 2);
+    assert.equal(after.failed, 0);
+  }
+  assert.equal(R.servingWorkers(after).length, 1);
 });
