@@ -121,6 +121,9 @@ cleanup() {
     } >>"$LOGS/teardown.log" 2>&1 || { echo "teardown: containers/images/volumes left" >>"$LOGS/teardown.log"; rc=1; }
   fi
   stop_dockerd
+  # dockerd bind-mounts the host's network namespace at <exec-root>/netns/default for host
+  # networking and leaves it mounted on exit: release that handle (only that one).
+  grep -F " $WORK/exec/netns/" /proc/self/mountinfo | awk '{print $5}' | xargs -r -n1 umount >>"$LOGS/teardown.log" 2>&1
   if ! leftovers >>"$LOGS/teardown.log" 2>&1; then
     echo "teardown: processes or mounts left below $WORK" >>"$LOGS/teardown.log"
     rc=1
