@@ -14,6 +14,7 @@ import { execFile } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import assert from 'node:assert/strict';
+import { sleep, waitFor } from '../integration/harness.js';
 
 const env = (name: string): string => {
   const v = process.env[name];
@@ -39,7 +40,6 @@ const figure = (line: string) => {
   figures.push(line);
   progress(`figure: ${line}`);
 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function exec(file: string, args: string[], timeoutMs = 120_000): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -52,21 +52,6 @@ function exec(file: string, args: string[], timeoutMs = 120_000): Promise<string
 const compose = (args: string[], timeoutMs?: number) =>
   exec('docker-compose', ['--project-directory', ROOT, '-f', `${ROOT}/docker-compose.yml`, '-f', OVERRIDE, ...args], timeoutMs);
 const composeExec = (service: string, argv: string[]) => compose(['exec', '-T', service, ...argv]);
-
-async function waitFor<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined | null | false>, everyMs = 200): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await sleep(everyMs);
-  }
-}
 
 // ------------------------------------------------------------------------------ requests
 
@@ -177,6 +162,8 @@ async function status(): Promise<{ header: string; slots: Slot[] }> {
   });
   return { header, slots };
 }
+/** waitFor on a probe that returns the elapsed ms once its condition holds (false before). */
+const elapsed = async (fn: () => Promise<number | false>, opts: Parameters<typeof waitFor>[1]): Promise<number> => Number(await waitFor(fn, opts));
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 async function health(id: string): Promise<string> {
@@ -194,11 +181,11 @@ async function main(): Promise<void> {
     () => (upDone = true),
     () => (upDone = true),
   );
-  const firstMs = await waitFor('the first request routed to a demo app', 300_000, async () => {
+  const firstMs = await elapsed(async () => {
     if (upDone) await up; // a failed `up` ends the wait with its error
     const r = await get('app.localhost', 1000);
     return r.status === 200 && /^app-[ab]$/.test(r.body.trim()) ? Date.now() - upAt : false;
-  }, 100);
+  }, { timeoutMs: 300_000, what: 'the first request routed to a demo app', intervalMs: 100 });
   figure(`time from \`docker-compose up\` to the first routed request: ${seconds(firstMs)}`);
   await up;
   progress('up done');
@@ -209,13 +196,13 @@ async function main(): Promise<void> {
   const load = new Load().start();
   try {
     // both demo apps answer through HAProxy
-    await waitFor('both demo apps to answer', 60_000, async () => load.lastSeen.has('app-a') && load.lastSeen.has('app-b'));
+    await waitFor(async () => load.lastSeen.has('app-a') && load.lastSeen.has('app-b'), { timeoutMs: 60_000, what: 'both demo apps to answer', intervalMs: 200 });
     progress('both apps answer');
 
     // the HEALTHCHECK turns healthy
     const updaterId = (await compose(['ps', '-q', 'updater'])).trim();
     assert.ok(updaterId, 'no updater container');
-    const healthyMs = await waitFor('the updater HEALTHCHECK to turn healthy', 120_000, async () => ((await health(updaterId)) === 'healthy' ? Date.now() - upAt : false), 500);
+    const healthyMs = await elapsed(async () => ((await health(updaterId)) === 'healthy' ? Date.now() - upAt : false), { timeoutMs: 120_000, what: 'the updater HEALTHCHECK to turn healthy', intervalMs: 500 });
     figure(`updater HEALTHCHECK healthy ${seconds(healthyMs)} after up`);
 
     // status shows the slots (through both sockets on the shared volume)
@@ -258,10 +245,10 @@ async function main(): Promise<void> {
       const window = load.mark();
       const stopAt = Date.now();
       await compose(['stop', 'app-b-register']);
-      const goneMs = await waitFor('app-b to leave', TTL_MS + 20_000, async () => {
+      const goneMs = await elapsed(async () => {
         const s = await status();
         return s.slots.some((x) => x.address === `127.0.0.1:${APP_B_PORT}` && x.admin === 'ready') ? false : Date.now() - stopAt;
-      }, 250);
+      }, { timeoutMs: TTL_MS + 20_000, what: 'app-b to leave', intervalMs: 250 });
       const lastB = load.lastSeen.get('app-b') ?? 0;
       await sleep(1000);
       assert.equal(load.lastSeen.get('app-b') ?? 0, lastB, 'app-b still gets requests after it left');
@@ -271,7 +258,7 @@ async function main(): Promise<void> {
       assert.equal(w.failed, 0, `failed requests while app-b left:\n${load.failures.join('\n')}`);
       await compose(['start', 'app-b-register']);
       const back = Date.now();
-      await waitFor('app-b back', 60_000, async () => (load.lastSeen.get('app-b') ?? 0) > back);
+      await waitFor(async () => (load.lastSeen.get('app-b') ?? 0) > back, { timeoutMs: 60_000, what: 'app-b back', intervalMs: 200 });
       progress('app-b back');
     }
 
@@ -282,7 +269,7 @@ async function main(): Promise<void> {
       await compose(['restart', 'updater']);
       const restartedAt = Date.now();
       // wait for the new process to report healthy, then a few more seconds of traffic
-      await waitFor('the restarted updater to be healthy', 120_000, async () => (await health(updaterId)) === 'healthy' && Date.now() - restartedAt > 2000, 500);
+      await waitFor(async () => (await health(updaterId)) === 'healthy' && Date.now() - restartedAt > 2000, { timeoutMs: 120_000, what: 'the restarted updater to be healthy', intervalMs: 500 });
       await sleep(3000);
       const after = await masterReloads();
       const w = window();
@@ -300,10 +287,10 @@ async function main(): Promise<void> {
       const etcdctl = (...a: string[]) => composeExec('etcd', ['etcdctl', `--endpoints=http://127.0.0.1:${ETCD_PORT}`, ...a]);
       await etcdctl('put', `${PREFIX}/http-services/web/upstreams/w1`, `127.0.0.1:${APP_A_PORT}`);
       await etcdctl('put', `${PREFIX}/http-services/web/domain`, 'web.localhost');
-      const routedMs = await waitFor('web.localhost to be routed', 60_000, async () => {
+      const routedMs = await elapsed(async () => {
         const r = await get('web.localhost', 1000);
         return r.status === 200 && r.body.trim() === 'app-a' ? Date.now() - putAt : false;
-      }, 100);
+      }, { timeoutMs: 60_000, what: 'web.localhost to be routed', intervalMs: 100 });
       await sleep(1000);
       const w = window();
       const reloads = (await masterReloads()) - before;
@@ -321,7 +308,8 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   (err: unknown) => {
-    process.stderr.write(`scenario failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    const cause = err instanceof Error && err.cause ? `\ncause: ${String(err.cause)}` : '';
+    process.stderr.write(`scenario failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}${cause}\n`);
     process.stdout.write(figures.join('\n') + '\n');
     process.exit(1);
   },
