@@ -20,8 +20,10 @@
 # Quiet on success (a summary line and the figures); every log on failure.
 # Needs root (dockerd). Installs docker.io, docker-compose and debootstrap when missing.
 set -euo pipefail
+shopt -s inherit_errexit # a failure inside $(...) fails the step too
 export PATH="$PATH:/usr/sbin:/sbin"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
 HERE="$ROOT/test/compose"
 CACHE="${HU_COMPOSE_CACHE:-/var/cache/haproxy-updater-compose}"
 SUITE=bookworm
@@ -116,9 +118,12 @@ cleanup() {
       docker images -aq | sort -u | xargs -r docker rmi -f
       docker volume ls -q | xargs -r docker volume rm -f
       docker builder prune -af
-      left="$(docker ps -aq; docker images -aq; docker volume ls -q)"
-      if [ -n "$left" ]; then echo "left in the engine: $left"; exit 1; fi
-    } >>"$LOGS/teardown.log" 2>&1 || { echo "teardown: containers/images/volumes left" >>"$LOGS/teardown.log"; rc=1; }
+    } >>"$LOGS/teardown.log" 2>&1
+    left="$(docker ps -aq; docker images -aq; docker volume ls -q)"
+    if [ -n "$left" ]; then
+      echo "teardown: left in the engine: $left" >>"$LOGS/teardown.log"
+      rc=1
+    fi
   fi
   stop_dockerd
   # dockerd bind-mounts the host's network namespace at <exec-root>/netns/default for host
@@ -180,7 +185,7 @@ base_tarball() {
     mirror="$(debian_mirror)"
     rootfs="$WORK/rootfs"
     mkdir -p "$CACHE"
-    debootstrap --variant=minbase "$SUITE" "$rootfs" "$mirror"
+    debootstrap --variant=minbase "$SUITE" "$rootfs" "$mirror" >&2
     # As the official slim images: no package lists or downloaded .debs in the layer.
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
     tar -C "$rootfs" --numeric-owner -cf "$tar.tmp" .
