@@ -85,7 +85,7 @@ leftovers() {
   local found=0 pid
   for pid in $(ls /proc | grep -E '^[0-9]+$'); do
     [ "$pid" = "$$" ] && continue
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$WORK"; then
+    if { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF "$WORK"; then
       echo "process left: $pid $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)"
       found=1
     fi
@@ -115,7 +115,13 @@ cleanup() {
     {
       compose down --volumes --remove-orphans --timeout 10
       docker ps -aq | xargs -r docker rm -f
-      docker images -aq | sort -u | xargs -r docker rmi -f
+      # Tags first, then everything unused (the classic builder's intermediate images are
+      # parents of the tagged ones: removing them by ID in one go fails on the order).
+      for _ in 1 2 3; do
+        docker images --format '{{.Repository}}:{{.Tag}}' | grep -v '<none>' | xargs -r docker rmi -f
+        docker image prune -af
+        [ -z "$(docker images -aq)" ] && break
+      done
       docker volume ls -q | xargs -r docker volume rm -f
       docker builder prune -af
     } >>"$LOGS/teardown.log" 2>&1
