@@ -240,6 +240,12 @@ async function main(): Promise<void> {
     await composeExec('updater', ['sh', '-c', 'test -w /state && test -r /state/haproxy.cfg && test -w /state/master.sock && test -w /state/admin.sock']);
     figure(`shared volume: ${entries.length - 1} entries, all uid 99 (haproxy and updater both run as 99)`);
 
+    // the updater's `haproxy -c` is the HAProxy that runs the config (same binary version)
+    const version = async (svc: string) => /version (\S+)/.exec(await composeExec(svc, ['haproxy', '-v']))?.[1];
+    const [hv, uv] = [await version('haproxy'), await version('updater')];
+    assert.ok(hv && hv === uv, `haproxy -v: haproxy container ${hv}, updater container ${uv}`);
+    figure(`haproxy -c in the updater image: HAProxy ${uv}, as in the haproxy container`);
+
     // a stopped registrar: its upstream leaves within the TTL. `stop` (SIGTERM) lets it
     // deregister; `kill` (SIGKILL) leaves it to the lease, which expires at most a TTL
     // after the last keep-alive (plus the watch and the runtime op: 2 s of slack).
