@@ -1,6 +1,7 @@
 /**
- * docker-compose.yml and Dockerfile against the flag table: no Docker engine runs here,
- * so the compose file is validated with Debian's `docker-compose config` (1.29) and its
+ * docker-compose.yml and Dockerfile against the flag table. (The stack itself runs in
+ * `npm run test:compose`, test/compose/run.sh; this file is the fast static check.)
+ * The compose file is validated with Debian's `docker-compose config` (1.29) and its
  * normalized output (anchors merged, variables interpolated) is read with a small reader
  * for the block YAML that PyYAML emits. Every haproxy-updater invocation must use a real
  * command and flags of that command, every HAPROXY_UPDATER_* variable must be a flag, and
@@ -20,6 +21,10 @@ import { COMMANDS, FLAGS, Flags, envName, parseArgv, type Command } from '../../
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const COMPOSE_FILE = path.join(ROOT, 'docker-compose.yml');
+/** Read by `docker-compose` beside the compose file when no -f is given: published ports. */
+const COMPOSE_OVERRIDE = path.join(ROOT, 'docker-compose.override.yml');
+/** The override of `npm run test:compose` (host networking, local images). */
+const TEST_OVERRIDE = path.join(ROOT, 'test/compose/docker-compose.test.yml');
 const DOCKERFILE = path.join(ROOT, 'Dockerfile');
 const UPDATER_BIN = '/app/bin/haproxy-updater.js';
 
@@ -51,19 +56,21 @@ function run(file: string, args: string[], env: NodeJS.ProcessEnv, cwd = ROOT): 
 }
 
 /**
- * `docker-compose config` on the repository's compose file with a controlled environment:
- * no HAPROXY_UPDATER_* from the caller's shell and an empty env file instead of a local
- * `.env`, so the result shows what the file itself provides.
+ * `docker-compose config` on the repository's compose files (what a plain `docker-compose up`
+ * reads: docker-compose.yml + docker-compose.override.yml) with a controlled environment:
+ * no HAPROXY_UPDATER_* / HAPROXY_BRANCH from the caller's shell and an empty env file instead
+ * of a local `.env`, so the result shows what the files themselves provide.
  */
-async function composeConfig(extraEnv: Record<string, string> = {}, quiet = false): Promise<RunResult> {
+async function composeConfig(extraEnv: Record<string, string> = {}, quiet = false, files = [COMPOSE_FILE, COMPOSE_OVERRIDE]): Promise<RunResult> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'hu-compose-'));
   try {
     const envFile = path.join(dir, 'empty.env');
     await writeFile(envFile, '');
     const env: NodeJS.ProcessEnv = {};
-    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('HAPROXY_UPDATER_')) env[k] = v;
+    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('HAPROXY_UPDATER_') && !k.startsWith('HU_') && k !== 'HAPROXY_BRANCH') env[k] = v;
     Object.assign(env, extraEnv);
-    return await run('docker-compose', ['--env-file', envFile, '-f', COMPOSE_FILE, 'config', ...(quiet ? ['-q'] : [])], env);
+    const f = files.flatMap((x) => ['-f', x]);
+    return await run('docker-compose', ['--env-file', envFile, '--project-directory', ROOT, ...f, 'config', ...(quiet ? ['-q'] : [])], env);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -320,6 +327,8 @@ interface Invocation {
 
 /** Shell variables the registrars compute at run time, with a sample value for parsing. */
 const SHELL_SAMPLES: Record<string, string> = { ip: '172.18.0.5' };
+/** `$name`, `${name}`, `${name:-default}` in a word: a sample, the service env or the default. */
+const SHELL_VAR = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)/g;
 
 function invocationsOf(service: string, svc: { [k: string]: Yaml }, image: { entrypoint: string[]; cmd: string[] }): Invocation[] {
   const entrypoint = svc.entrypoint !== undefined ? asList(svc.entrypoint, `${service}.entrypoint`) : image.entrypoint;
@@ -343,8 +352,9 @@ function invocationsOf(service: string, svc: { [k: string]: Yaml }, image: { ent
       for (const a of words.slice(k + 1)) {
         if ([';', '&&', '||', '|', '&'].includes(a)) break;
         args.push(
-          a.replace(/\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?/g, (_, name: string) => {
-            const v = SHELL_SAMPLES[name];
+          a.replace(SHELL_VAR, (_, braced: string | undefined, dflt: string | undefined, bare: string | undefined) => {
+            const name = (braced ?? bare)!;
+            const v = SHELL_SAMPLES[name] ?? env[name] ?? dflt;
             assert.ok(v !== undefined, `${service}: shell variable $${name} in haproxy-updater arguments: add a sample value to SHELL_SAMPLES`);
             return v;
           }),
@@ -509,7 +519,12 @@ test('the stack fits together: first render, external HAProxy, shared state, soc
     assert.equal(renderF.str(spec.name) ?? '', runF.str(spec.name) ?? '', `render and run disagree on --${spec.name}: the daemon's first step would be a reload`);
   }
   const haproxy = svc('haproxy');
-  assert.match(asStr(haproxy.image) ?? '', /^haproxy:2\.6(\b|$)/);
+  // HAProxy 3.2 LTS by default, and the updater image built on the same branch (its haproxy -c)
+  assert.equal(asStr(haproxy.image), 'haproxy:3.2');
+  for (const name of ['render', 'updater']) {
+    const args = asMap(asMap(svc(name).build, `${name}.build`).args, `${name}.build.args`);
+    assert.equal(asStr(args.HAPROXY_BRANCH), '3.2', `${name}: the updater image's HAProxy branch follows the haproxy service`);
+  }
   const hCmd = asList(haproxy.command, 'haproxy.command').join(' ');
   assert.match(hCmd, /\bhaproxy -W\b/);
   assert.ok(hCmd.includes(`-S ${master},`) || hCmd.includes(`-S ${master} `), `haproxy command must create the master socket ${master}: ${hCmd}`);
@@ -532,7 +547,10 @@ test('the stack fits together: first render, external HAProxy, shared state, soc
   const published = asList(haproxy.ports, 'haproxy.ports').map((p) => Number(/:(\d+)(\/tcp)?$/.exec(p)?.[1]));
   for (const p of [runF.port('http-port'), runF.optPort('https-port'), runF.optPort('stats-port'), runF.hostPort('listen')?.port]) {
     if (p) assert.ok(published.includes(p), `port ${p} is not published by the haproxy service (${published.join(', ')})`);
+    // HAProxy runs as uid 99 and the stack sets no sysctl (host networking could not have one)
+    if (p) assert.ok(p >= 1024, `container port ${p} is privileged: the non-root HAProxy cannot bind it`);
   }
+  assert.equal(haproxy.sysctls, undefined, 'no sysctls: they are refused with host networking (test/compose)');
   const listen = runF.hostPort('listen');
   assert.ok(listen && listen.host === '0.0.0.0', '--listen must be reachable through the published port');
 
@@ -586,7 +604,17 @@ test('Dockerfile: entry point runs bin/haproxy-updater.js through tini, CMD is a
   assert.ok(ins.some((x) => x.op === 'RUN' && /npm ci --omit=dev/.test(x.args)), 'production dependencies via npm ci --omit=dev');
   assert.ok(ins.some((x) => x.op === 'RUN' && /npm run build/.test(x.args)), 'TypeScript compiled in a build stage');
   const apt = fin.find((x) => x.op === 'RUN' && /apt-get install/.test(x.args))?.args ?? '';
-  for (const pkg of ["'haproxy=2.6.*'", 'iptables', 'tini']) assert.ok(apt.includes(pkg), `apt-get install lacks ${pkg}`);
+  for (const pkg of ['iptables', 'tini']) assert.ok(apt.includes(pkg), `apt-get install lacks ${pkg}`);
+  // The runtime stage is the HAProxy image of HAPROXY_BRANCH (3.2 LTS by default): the
+  // updater's `haproxy -c` is the HAProxy that runs the config; Node comes from NODE_IMAGE.
+  const globalArgs = ins.filter((x) => x.stage === -1 && x.op === 'ARG').map((x) => x.args);
+  assert.ok(globalArgs.includes('HAPROXY_BRANCH=3.2'), `ARG HAPROXY_BRANCH=3.2 before the first FROM (${globalArgs.join(' | ')})`);
+  assert.ok(globalArgs.includes('HAPROXY_IMAGE=haproxy:${HAPROXY_BRANCH}'), 'ARG HAPROXY_IMAGE=haproxy:${HAPROXY_BRANCH}');
+  assert.ok(globalArgs.includes('NODE_IMAGE=node:22-bookworm-slim'), 'ARG NODE_IMAGE=node:22-bookworm-slim');
+  assert.equal(ins.find((x) => x.op === 'FROM' && x.stage === fin[0]!.stage)?.args, '${HAPROXY_IMAGE}');
+  assert.ok(fin.some((x) => x.op === 'RUN' && /haproxy -v .*version \$\{HAPROXY_BRANCH\}/.test(x.args)), 'the build checks the HAProxy branch');
+  assert.ok(fin.some((x) => x.op === 'COPY' && /^--from=\S+\s+\/usr\/local\/bin\/node\s/.test(x.args)), 'node binary copied from the Node image');
+  assert.equal(fin.filter((x) => x.op === 'STOPSIGNAL').at(-1)?.args, 'SIGTERM', "the HAProxy image's SIGUSR1 would start Node's inspector");
   const user = fin.filter((x) => x.op === 'USER').at(-1)?.args;
   assert.ok(user && !/^(root|0)(:|$)/.test(user), 'the image runs as a non-root user');
   // every file the build context must provide is present and not excluded by .dockerignore
@@ -645,4 +673,42 @@ test('Dockerfile HEALTHCHECK probes /healthz on the --listen address', async (t)
   await new Promise((r) => setTimeout(r, 50));
   assert.equal(await probe(`127.0.0.1:${port}`), 1, 'nothing listening → exit 1');
   assert.deepEqual([...new Set(paths)], ['/healthz']);
+});
+
+test('the compose test override changes only networking, listen ports and local images', async () => {
+  const hu = {
+    HU_ETCD_PORT: '20001', HU_ETCD_PEER_PORT: '20002', HU_HTTP_PORT: '20003', HU_HTTPS_PORT: '20004', HU_STATS_PORT: '20005',
+    HU_LISTEN_PORT: '20006', HU_APP_A_PORT: '20007', HU_APP_B_PORT: '20008', HU_ETCD_IMAGE: 'local/etcd', HU_APP_IMAGE: 'local/app',
+  };
+  const read = async (files: string[]) => {
+    const res = await composeConfig(hu, false, files);
+    assert.equal(res.code, 0, res.stderr);
+    return asMap(asMap(parseComposeYaml(res.stdout), 'config').services, 'services');
+  };
+  const base = await read([COMPOSE_FILE]);
+  const test_ = await read([COMPOSE_FILE, TEST_OVERRIDE]);
+  assert.deepEqual(Object.keys(test_).sort(), Object.keys(base).sort(), 'same services');
+  const allowedEnv = /^(HAPROXY_UPDATER_(ETCD|HTTP_PORT|HTTPS_PORT|STATS_PORT|LISTEN)|WHOAMI_PORT_NUMBER|APP_IP|APP_PORT)$/;
+  for (const [name, t] of Object.entries(test_)) {
+    const b = asMap(base[name], name);
+    const tt = asMap(t, name);
+    assert.equal(asStr(tt.network_mode), 'host', `${name}: host networking`);
+    for (const key of new Set([...Object.keys(b), ...Object.keys(tt)])) {
+      if (JSON.stringify(b[key]) === JSON.stringify(tt[key])) continue;
+      if (key === 'network_mode') continue;
+      if (key === 'image') {
+        assert.ok(['etcd', 'app-a', 'app-b'].includes(name), `${name}: image changed (HAProxy and the updater must keep theirs)`);
+        continue;
+      }
+      if (key === 'environment') {
+        const be = asMap(b.environment ?? {}, `${name}.environment`);
+        const te = asMap(tt.environment, `${name}.environment`);
+        for (const k of new Set([...Object.keys(be), ...Object.keys(te)])) {
+          if (be[k] !== te[k]) assert.match(k, allowedEnv, `${name}: environment ${k} changed`);
+        }
+        continue;
+      }
+      assert.ok(name === 'etcd' && ['command', 'healthcheck'].includes(key), `${name}: ${key} changed by the test override`);
+    }
+  }
 });
