@@ -114,6 +114,12 @@ async function versionOf(cmd: string, args: string[], re: RegExp): Promise<strin
   }
 }
 
+/** The spec reporter's closing counts (`ℹ pass 12`); zeros when the file died before them. */
+function testCounts(output: string): { pass: number; fail: number; skipped: number } {
+  const count = (what: string) => Number(new RegExp(`^ℹ ${what} (\\d+)$`, 'm').exec(output)?.[1] ?? 0);
+  return { pass: count('pass'), fail: count('fail'), skipped: count('skipped') };
+}
+
 function runFile(file: string, env: NodeJS.ProcessEnv): Promise<{ ok: boolean; output: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', file], {
@@ -151,6 +157,7 @@ async function main(): Promise<number> {
   const all = await allFiles();
   const report: unknown[] = [];
   let failed = 0;
+  const tests = { pass: 0, fail: 0, skipped: 0 };
   const summary: string[] = [];
   for (const leg of legs) {
     const env: NodeJS.ProcessEnv = { ...process.env };
@@ -174,6 +181,11 @@ async function main(): Promise<number> {
       const r = await runFile(filePath(id), env);
       const seconds = Math.round((performance.now() - t0) / 100) / 10;
       results.push({ file: id, ok: r.ok, seconds });
+      const c = testCounts(r.output);
+      tests.pass += c.pass;
+      tests.skipped += c.skipped;
+      // A file that failed without reaching its counts (a crash on import) still counts as one failure.
+      tests.fail += r.ok ? c.fail : Math.max(1, c.fail);
       console.log(`  ${r.ok ? 'ok  ' : 'FAIL'} ${filePath(id)} (${seconds} s)`);
       if (!r.ok) {
         failed++;
@@ -191,6 +203,8 @@ async function main(): Promise<number> {
   await mkdir(path.dirname(resultsPath), { recursive: true });
   await writeFile(resultsPath, JSON.stringify({ date: new Date().toISOString(), legs: report }, null, 2) + '\n');
   console.log(`\n=== matrix summary (results: ${path.relative(ROOT, resultsPath)})\n${summary.join('\n')}`);
+  // The plain closing line CI reads: tests over every leg.
+  console.log(`\nmatrix: ${tests.pass} passed, ${tests.fail} failed, ${tests.skipped} skipped`);
   return failed ? 1 : 0;
 }
 
