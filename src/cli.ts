@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { readFileSync, readdirSync } from 'node:fs';
 import { parseArgv, Flags, helpText, type Command } from './config.js';
-import { ConfigError, UpdaterError } from './errors.js';
+import { ConfigError, StateDirLockedError, UpdaterError } from './errors.js';
 import { rootLogger, logger } from './log.js';
 import {
   Daemon,
@@ -16,6 +16,7 @@ import {
   planOnce,
   statusOnce,
   defaultSettings,
+  lockStateDir,
   type DaemonOptions,
   type RenderSettings,
   type StatusRow,
@@ -99,6 +100,18 @@ async function cmdRun(f: Flags): Promise<number> {
     coalesceMs: f.ms('coalesce'),
   };
   const listen = f.hostPort('listen');
+  // Every flag is checked above; the lock comes before anything touches the state dir or the network.
+  const lock = lockStateDir(stateDir);
+  process.once('exit', () => lock.release());
+  try {
+    return await runDaemon(opts, listen, lock.release);
+  } finally {
+    lock.release();
+  }
+}
+
+async function runDaemon(opts: DaemonOptions, listen: ReturnType<Flags['hostPort']>, release: () => void): Promise<number> {
+  const { mode, stateDir } = opts;
   const daemon = new Daemon(opts);
   const server = listen ? await serveEndpoints(daemon, listen) : null;
   let stopping: Promise<void> | null = null;
@@ -108,6 +121,7 @@ async function cmdRun(f: Flags): Promise<number> {
     stopping = (async () => {
       await daemon.stop();
       server?.close();
+      release();
     })();
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
@@ -250,7 +264,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     return await handlers[parsed.command](f);
   } catch (err) {
-    if (err instanceof ConfigError) {
+    if (err instanceof ConfigError || err instanceof StateDirLockedError) {
       process.stderr.write(`haproxy-updater: ${err.message}\n`);
       return 2;
     }

@@ -7,3 +7,4 @@ export * from './http.js';
 export * from './oneshot.js';
 /** Render settings are part of the daemon's options: `defaultSettings(stateDir)` is their base. */
 export { defaultSettings, type RenderSettings } from '../render/index.js';
+export * from './lock.js';
