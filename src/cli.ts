@@ -7,7 +7,7 @@ import path from 'node:path';
 import { readFileSync, readdirSync } from 'node:fs';
 import { parseArgv, Flags, helpText, type Command } from './config.js';
 import { ConfigError, StateDirLockedError, UpdaterError } from './errors.js';
-import { rootLogger, logger } from './log.js';
+import { rootLogger, logger, setLogFormat } from './log.js';
 import {
   Daemon,
   serveEndpoints,
@@ -17,6 +17,8 @@ import {
   statusOnce,
   defaultSettings,
   lockStateDir,
+  STATS_PASSWORD_RE,
+  STATS_USER_RE,
   type DaemonOptions,
   type RenderSettings,
   type StatusRow,
@@ -57,6 +59,13 @@ function renderSettings(f: Flags): RenderSettings {
       throw new ConfigError(`--certs (HAPROXY_UPDATER_CERTS): cannot read ${certs}`, { flag: 'certs' }, { cause: err });
     }
   }
+  const statsUser = f.str('stats-user') ?? 'admin';
+  // Checked here, naming the flag, rather than deep in the renderer: both go into `stats auth`.
+  if (!STATS_USER_RE.test(statsUser)) throw new ConfigError('--stats-user: must be 1-64 characters of A-Z a-z 0-9 . _ - (HAPROXY_UPDATER_STATS_USER)', { flag: 'stats-user' });
+  if (statsPassword !== null && !STATS_PASSWORD_RE.test(statsPassword)) {
+    const from = pwFile ? `--stats-password-file ${pwFile}` : '--stats-password';
+    throw new ConfigError(`${from}: must be 8-128 characters of A-Z a-z 0-9 and ._~!@%^*+=,/- (HAPROXY_UPDATER_STATS_PASSWORD)`, { flag: pwFile ? 'stats-password-file' : 'stats-password' });
+  }
   const bind = f.str('bind-address') ?? '*';
   const runtimeSocket = f.path('runtime-socket');
   return {
@@ -65,7 +74,7 @@ function renderSettings(f: Flags): RenderSettings {
     httpPort: f.port('http-port'),
     httpsPort: f.optPort('https-port'),
     statsPort: f.optPort('stats-port'),
-    statsUser: f.str('stats-user') ?? 'admin',
+    statsUser,
     statsPassword,
     certsDir: certs,
     hasCerts,
@@ -233,6 +242,34 @@ async function cmdStatus(f: Flags): Promise<number> {
   return 0;
 }
 
+/** What a person can do about the usual failures of a one-off command: the flag involved and the fix. */
+function hint(err: unknown, f: Flags): string | null {
+  const chain: unknown[] = [];
+  for (let e: unknown = err; e && chain.length < 5; e = (e as { cause?: unknown }).cause) chain.push(e);
+  const code = (e: unknown) => (e as { code?: unknown }).code;
+  const osCode = /\b(ECONNREFUSED|ENOENT|EACCES|ETIMEDOUT|EHOSTUNREACH|ECONNRESET)\b/.exec(chain.map((e) => (e instanceof Error ? e.message : String(e))).join(' '))?.[1];
+  if (chain.some((e) => code(e) === 'E_ETCD_UNAVAILABLE' || (e instanceof Error && /^\d+ UNAVAILABLE\b/.test(e.message)))) {
+    return `etcd ${f.list('etcd').join(',')} (--etcd, HAPROXY_UPDATER_ETCD): unreachable${osCode ? ` (${osCode})` : ''}: start etcd or point --etcd at it`;
+  }
+  const sock = chain.find((e) => code(e) === 'E_RUNTIME_CONNECTION' || code(e) === 'E_RUNTIME_TIMEOUT');
+  if (sock) {
+    const target = String((sock as { context?: { target?: unknown } }).context?.target ?? '');
+    return `HAProxy socket ${target || '(runtime)'} (--state-dir, --runtime-socket): not answering${osCode ? ` (${osCode})` : ''}: is \`haproxy-updater run\` running with this --state-dir?`;
+  }
+  return null;
+}
+
+/** `message: cause message` down the cause chain, on one line. */
+export function oneLine(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err; e && parts.length < 4; e = (e as { cause?: unknown }).cause) {
+    const msg = e instanceof Error ? e.message : String(e);
+    if (msg && !parts.some((p) => p.includes(msg))) parts.push(msg);
+    if (!(e instanceof Error)) break;
+  }
+  return parts.join(': ').replace(/\s*\n\s*/g, ' ') || 'failed';
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   let parsed;
   try {
@@ -251,8 +288,16 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const f = new Flags(parsed);
+  const oneOff = parsed.command !== 'run';
+  try {
+    f.checkAll(parsed.command);
+  } catch (err) {
+    process.stderr.write(`haproxy-updater ${parsed.command}: ${(err as Error).message}\n`);
+    return 2;
+  }
   const level = f.str('log-level');
   if (level) rootLogger.level = level;
+  setLogFormat((f.str('log-format') as 'json' | 'pretty' | undefined) ?? (process.stdout.isTTY ? 'pretty' : 'json'));
   const handlers: Record<Command, (f: Flags) => Promise<number>> = {
     run: cmdRun,
     register: cmdRegister,
@@ -265,8 +310,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     return await handlers[parsed.command](f);
   } catch (err) {
     if (err instanceof ConfigError || err instanceof StateDirLockedError) {
-      process.stderr.write(`haproxy-updater: ${err.message}\n`);
+      process.stderr.write(`haproxy-updater ${parsed.command}: ${err.message}\n`);
       return 2;
+    }
+    // A person reads these: one line saying what failed and why, no stack.
+    if (oneOff || process.stderr.isTTY) {
+      process.stderr.write(`haproxy-updater ${parsed.command}: ${hint(err, f) ?? oneLine(err)}\n`);
+      return 1;
     }
     log.fatal({ err }, err instanceof UpdaterError ? `${err.code}: ${err.message}` : 'failed');
     return 1;

@@ -57,6 +57,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'reload-min-interval', kind: 'ms', default: '1s', help: 'minimum time between two reloads (a burst of structural changes = one reload)', commands: ['run'] },
   { name: 'consolidate-after', kind: 'ms', default: '60s', help: 'reload to grow slots / drop removed backends once overflow or removals have waited this long; 0 = only with the next structural reload', commands: ['run'] },
   { name: 'coalesce', kind: 'ms', default: '5ms', help: 'etcd change batching window', commands: ['run'] },
+  { name: 'log-format', kind: 'string', choices: ['json', 'pretty'], help: 'log lines: json (one object per line) or pretty (one human line); default pretty on a terminal, else json', commands: COMMANDS as Command[] },
   { name: 'log-level', kind: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'], help: 'log level', commands: COMMANDS as Command[] },
   // register / deregister
   { name: 'kind', kind: 'string', default: 'http', choices: ['http', 'tcp'], help: 'service kind', commands: ['register', 'deregister'] },
@@ -227,6 +228,24 @@ export class Flags {
     if (v === undefined || v === '') return undefined;
     if (/[\s;#\\'"]/.test(v)) this.#fail(name, 'paths with whitespace, ;, #, \\ or quotes are not supported (they end up in haproxy.cfg)');
     return path.resolve(v);
+  }
+  /** Checks every flag `command` accepts by its kind, so a bad value stops the command before any network call. */
+  checkAll(command: Command): void {
+    for (const spec of FLAGS) {
+      if (!spec.commands.includes(command) || !this.#values.has(spec.name)) continue;
+      const check: Record<Kind, () => unknown> = {
+        string: () => this.str(spec.name),
+        int: () => this.int(spec.name, 0, Number.MAX_SAFE_INTEGER),
+        port: () => this.port(spec.name),
+        optport: () => this.optPort(spec.name),
+        bool: () => this.bool(spec.name),
+        ms: () => this.ms(spec.name),
+        list: () => this.list(spec.name),
+        hostport: () => this.hostPort(spec.name),
+        path: () => this.path(spec.name),
+      };
+      check[spec.kind]();
+    }
   }
   /** host:port, `[v6]:port`, or empty (off). */
   hostPort(name: string): { host: string; port: number } | null {
