@@ -207,6 +207,7 @@ async function cmdPlan(f: Flags): Promise<number> {
     etcd: etcdOptions(f),
     stateDir: f.path('state-dir')!,
     runtimeSocket: settings.adminSocket,
+    settings,
     drainTimeoutMs: f.ms('drain-timeout'),
     holdUntilHealthy: f.bool('hold-until-healthy'),
   });
