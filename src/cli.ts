@@ -19,6 +19,7 @@ import {
   lockStateDir,
   STATS_PASSWORD_RE,
   STATS_USER_RE,
+  logTarget,
   type DaemonOptions,
   type RenderSettings,
   type StatusRow,
@@ -66,6 +67,14 @@ function renderSettings(f: Flags): RenderSettings {
     const from = pwFile ? `--stats-password-file ${pwFile}` : '--stats-password';
     throw new ConfigError(`${from}: must be 8-128 characters of A-Z a-z 0-9 and ._~!@%^*+=,/- (HAPROXY_UPDATER_STATS_PASSWORD)`, { flag: pwFile ? 'stats-password-file' : 'stats-password' });
   }
+  const accessLog = f.str('access-log') || null;
+  if (accessLog) {
+    try {
+      logTarget(accessLog);
+    } catch (err) {
+      throw new ConfigError(`--access-log (HAPROXY_UPDATER_ACCESS_LOG): '${accessLog}' must be stdout, stderr, an absolute unix socket path or IPv4:port`, { flag: 'access-log' }, { cause: err });
+    }
+  }
   const bind = f.str('bind-address') ?? '*';
   const runtimeSocket = f.path('runtime-socket');
   return {
@@ -79,6 +88,7 @@ function renderSettings(f: Flags): RenderSettings {
     certsDir: certs,
     hasCerts,
     adminSocket: runtimeSocket ?? base.adminSocket,
+    logTarget: accessLog,
   };
 }
 

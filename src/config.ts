@@ -48,6 +48,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'stats-user', kind: 'string', default: 'admin', help: 'stats page user', commands: RENDER_CMDS },
   { name: 'stats-password', kind: 'string', help: 'stats page password (no default: without one the stats page is not served)', commands: RENDER_CMDS },
   { name: 'stats-password-file', kind: 'path', help: 'file holding the stats page password', commands: RENDER_CMDS },
+  { name: 'access-log', kind: 'string', help: 'HAProxy access log, one JSON line per request: stdout, stderr, a unix socket path (/dev/log) or IPv4:port (UDP syslog); managed mode passes stdout lines on as they are; empty = off', commands: RENDER_CMDS },
   { name: 'certs', kind: 'path', help: 'directory of PEM files (cert+key) for TLS termination', commands: RENDER_CMDS },
   { name: 'reload-guard', kind: 'string', default: 'none', choices: ['none', 'iptables'], help: 'none: rely on master-worker listener passing; iptables: drop SYNs to the frontend ports during the reload (needs NET_ADMIN)', commands: ['run'] },
   { name: 'listen', kind: 'hostport', default: '127.0.0.1:9180', help: 'host:port for /healthz, /readyz and /metrics; empty = off', commands: ['run'] },
