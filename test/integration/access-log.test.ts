@@ -1,11 +1,12 @@
 /**
  * `--access-log stdout` in managed mode: a request through HAProxy is one JSON line on the
  * updater's stdout, as HAProxy wrote it (not inside a pino envelope), with status, backend
- * and termination state.
+ * and termination state. And `plan`, asked with other render flags than the running updater's,
+ * reports the reload `run` would do for them.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startEtcd, startBackend, startUpdater, runLoad, waitFor, tempDir, removeDir, type EtcdHandle, type Backend, type UpdaterHandle } from '../../testkit/index.js';
+import { BIN, execFileP, startEtcd, startBackend, startUpdater, runLoad, waitFor, tempDir, removeDir, type EtcdHandle, type Backend, type UpdaterHandle } from '../../testkit/index.js';
 
 const P = '/haproxy-discover';
 let etcd: EtcdHandle;
@@ -45,4 +46,16 @@ test('a request through HAProxy is one JSON access-log line with status, backend
   assert.equal(entry.upstream_addr, '127.0.0.1');
   assert.match(String(entry.http_request), new RegExp(`^GET ${path} HTTP/1\\.1$`));
   assert.equal(updater.proc.output.filter((l) => l.includes(path)).length, 1, 'one line per request');
+});
+
+test('plan with the running flags says no reload; with another --http-port it names the settings change', async () => {
+  const planWith = async (httpPort: number) => {
+    const { stdout } = await execFileP(process.execPath, [BIN, 'plan', '--etcd', etcd.endpoint, '--state-dir', stateDir, '--bind-address', '127.0.0.1',
+      '--http-port', String(httpPort), '--https-port', String(updater.httpsPort), '--access-log', 'stdout', '--log-level', 'warn']);
+    return stdout;
+  };
+  assert.match(await planWith(updater.httpPort), /^reload: not needed$/m);
+  const other = await planWith(updater.httpPort === 65000 ? 65001 : 65000);
+  assert.match(other, /^reload: now \(settings\)$/m);
+  assert.match(other, /^reason \[urgent\] settings: /m);
 });
