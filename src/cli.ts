@@ -6,8 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { readFileSync, readdirSync } from 'node:fs';
 import { parseArgv, Flags, helpText, type Command } from './config.js';
-import { ConfigError, UpdaterError } from './errors.js';
-import { rootLogger, logger } from './log.js';
+import { ConfigError, StateDirLockedError, UpdaterError } from './errors.js';
+import { rootLogger, logger, setLogFormat } from './log.js';
 import {
   Daemon,
   serveEndpoints,
@@ -16,6 +16,10 @@ import {
   planOnce,
   statusOnce,
   defaultSettings,
+  lockStateDir,
+  STATS_PASSWORD_RE,
+  STATS_USER_RE,
+  logTarget,
   type DaemonOptions,
   type RenderSettings,
   type StatusRow,
@@ -56,6 +60,21 @@ function renderSettings(f: Flags): RenderSettings {
       throw new ConfigError(`--certs (HAPROXY_UPDATER_CERTS): cannot read ${certs}`, { flag: 'certs' }, { cause: err });
     }
   }
+  const statsUser = f.str('stats-user') ?? 'admin';
+  // Checked here, naming the flag, rather than deep in the renderer: both go into `stats auth`.
+  if (!STATS_USER_RE.test(statsUser)) throw new ConfigError('--stats-user: must be 1-64 characters of A-Z a-z 0-9 . _ - (HAPROXY_UPDATER_STATS_USER)', { flag: 'stats-user' });
+  if (statsPassword !== null && !STATS_PASSWORD_RE.test(statsPassword)) {
+    const from = pwFile ? `--stats-password-file ${pwFile}` : '--stats-password';
+    throw new ConfigError(`${from}: must be 8-128 characters of A-Z a-z 0-9 and ._~!@%^*+=,/- (HAPROXY_UPDATER_STATS_PASSWORD)`, { flag: pwFile ? 'stats-password-file' : 'stats-password' });
+  }
+  const accessLog = f.str('access-log') || null;
+  if (accessLog) {
+    try {
+      logTarget(accessLog);
+    } catch (err) {
+      throw new ConfigError(`--access-log (HAPROXY_UPDATER_ACCESS_LOG): '${accessLog}' must be stdout, stderr, an absolute unix socket path or IPv4:port`, { flag: 'access-log' }, { cause: err });
+    }
+  }
   const bind = f.str('bind-address') ?? '*';
   const runtimeSocket = f.path('runtime-socket');
   return {
@@ -64,11 +83,12 @@ function renderSettings(f: Flags): RenderSettings {
     httpPort: f.port('http-port'),
     httpsPort: f.optPort('https-port'),
     statsPort: f.optPort('stats-port'),
-    statsUser: f.str('stats-user') ?? 'admin',
+    statsUser,
     statsPassword,
     certsDir: certs,
     hasCerts,
     adminSocket: runtimeSocket ?? base.adminSocket,
+    logTarget: accessLog,
   };
 }
 
@@ -99,6 +119,18 @@ async function cmdRun(f: Flags): Promise<number> {
     coalesceMs: f.ms('coalesce'),
   };
   const listen = f.hostPort('listen');
+  // Every flag is checked above; the lock comes before anything touches the state dir or the network.
+  const lock = lockStateDir(stateDir);
+  process.once('exit', () => lock.release());
+  try {
+    return await runDaemon(opts, listen, lock.release);
+  } finally {
+    lock.release();
+  }
+}
+
+async function runDaemon(opts: DaemonOptions, listen: ReturnType<Flags['hostPort']>, release: () => void): Promise<number> {
+  const { mode, stateDir } = opts;
   const daemon = new Daemon(opts);
   const server = listen ? await serveEndpoints(daemon, listen) : null;
   let stopping: Promise<void> | null = null;
@@ -108,6 +140,7 @@ async function cmdRun(f: Flags): Promise<number> {
     stopping = (async () => {
       await daemon.stop();
       server?.close();
+      release();
     })();
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
@@ -184,6 +217,7 @@ async function cmdPlan(f: Flags): Promise<number> {
     etcd: etcdOptions(f),
     stateDir: f.path('state-dir')!,
     runtimeSocket: settings.adminSocket,
+    settings,
     drainTimeoutMs: f.ms('drain-timeout'),
     holdUntilHealthy: f.bool('hold-until-healthy'),
   });
@@ -219,6 +253,34 @@ async function cmdStatus(f: Flags): Promise<number> {
   return 0;
 }
 
+/** What a person can do about the usual failures of a one-off command: the flag involved and the fix. */
+function hint(err: unknown, f: Flags): string | null {
+  const chain: unknown[] = [];
+  for (let e: unknown = err; e && chain.length < 5; e = (e as { cause?: unknown }).cause) chain.push(e);
+  const code = (e: unknown) => (e as { code?: unknown }).code;
+  const osCode = /\b(ECONNREFUSED|ENOENT|EACCES|ETIMEDOUT|EHOSTUNREACH|ECONNRESET)\b/.exec(chain.map((e) => (e instanceof Error ? e.message : String(e))).join(' '))?.[1];
+  if (chain.some((e) => code(e) === 'E_ETCD_UNAVAILABLE' || (e instanceof Error && /^\d+ UNAVAILABLE\b/.test(e.message)))) {
+    return `etcd ${f.list('etcd').join(',')} (--etcd, HAPROXY_UPDATER_ETCD): unreachable${osCode ? ` (${osCode})` : ''}: start etcd or point --etcd at it`;
+  }
+  const sock = chain.find((e) => code(e) === 'E_RUNTIME_CONNECTION' || code(e) === 'E_RUNTIME_TIMEOUT');
+  if (sock) {
+    const target = String((sock as { context?: { target?: unknown } }).context?.target ?? '');
+    return `HAProxy socket ${target || '(runtime)'} (--state-dir, --runtime-socket): not answering${osCode ? ` (${osCode})` : ''}: is \`haproxy-updater run\` running with this --state-dir?`;
+  }
+  return null;
+}
+
+/** `message: cause message` down the cause chain, on one line. */
+export function oneLine(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err; e && parts.length < 4; e = (e as { cause?: unknown }).cause) {
+    const msg = e instanceof Error ? e.message : String(e);
+    if (msg && !parts.some((p) => p.includes(msg))) parts.push(msg);
+    if (!(e instanceof Error)) break;
+  }
+  return parts.join(': ').replace(/\s*\n\s*/g, ' ') || 'failed';
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   let parsed;
   try {
@@ -237,8 +299,16 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const f = new Flags(parsed);
+  const oneOff = parsed.command !== 'run';
+  try {
+    f.checkAll(parsed.command);
+  } catch (err) {
+    process.stderr.write(`haproxy-updater ${parsed.command}: ${(err as Error).message}\n`);
+    return 2;
+  }
   const level = f.str('log-level');
   if (level) rootLogger.level = level;
+  setLogFormat((f.str('log-format') as 'json' | 'pretty' | undefined) ?? (process.stdout.isTTY ? 'pretty' : 'json'));
   const handlers: Record<Command, (f: Flags) => Promise<number>> = {
     run: cmdRun,
     register: cmdRegister,
@@ -250,9 +320,14 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     return await handlers[parsed.command](f);
   } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`haproxy-updater: ${err.message}\n`);
+    if (err instanceof ConfigError || err instanceof StateDirLockedError) {
+      process.stderr.write(`haproxy-updater ${parsed.command}: ${err.message}\n`);
       return 2;
+    }
+    // A person reads these: one line saying what failed and why, no stack.
+    if (oneOff || process.stderr.isTTY) {
+      process.stderr.write(`haproxy-updater ${parsed.command}: ${hint(err, f) ?? oneLine(err)}\n`);
+      return 1;
     }
     log.fatal({ err }, err instanceof UpdaterError ? `${err.code}: ${err.message}` : 'failed');
     return 1;

@@ -48,6 +48,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'stats-user', kind: 'string', default: 'admin', help: 'stats page user', commands: RENDER_CMDS },
   { name: 'stats-password', kind: 'string', help: 'stats page password (no default: without one the stats page is not served)', commands: RENDER_CMDS },
   { name: 'stats-password-file', kind: 'path', help: 'file holding the stats page password', commands: RENDER_CMDS },
+  { name: 'access-log', kind: 'string', help: 'HAProxy access log, one JSON line per request: stdout, stderr, a unix socket path (/dev/log) or IPv4:port (UDP syslog); managed mode passes stdout lines on as they are; empty = off', commands: RENDER_CMDS },
   { name: 'certs', kind: 'path', help: 'directory of PEM files (cert+key) for TLS termination', commands: RENDER_CMDS },
   { name: 'reload-guard', kind: 'string', default: 'none', choices: ['none', 'iptables'], help: 'none: rely on master-worker listener passing; iptables: drop SYNs to the frontend ports during the reload (needs NET_ADMIN)', commands: ['run'] },
   { name: 'listen', kind: 'hostport', default: '127.0.0.1:9180', help: 'host:port for /healthz, /readyz and /metrics; empty = off', commands: ['run'] },
@@ -57,6 +58,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'reload-min-interval', kind: 'ms', default: '1s', help: 'minimum time between two reloads (a burst of structural changes = one reload)', commands: ['run'] },
   { name: 'consolidate-after', kind: 'ms', default: '60s', help: 'reload to grow slots / drop removed backends once overflow or removals have waited this long; 0 = only with the next structural reload', commands: ['run'] },
   { name: 'coalesce', kind: 'ms', default: '5ms', help: 'etcd change batching window', commands: ['run'] },
+  { name: 'log-format', kind: 'string', choices: ['json', 'pretty'], help: 'log lines: json (one object per line) or pretty (one human line); default pretty on a terminal, else json', commands: COMMANDS as Command[] },
   { name: 'log-level', kind: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'], help: 'log level', commands: COMMANDS as Command[] },
   // register / deregister
   { name: 'kind', kind: 'string', default: 'http', choices: ['http', 'tcp'], help: 'service kind', commands: ['register', 'deregister'] },
@@ -227,6 +229,24 @@ export class Flags {
     if (v === undefined || v === '') return undefined;
     if (/[\s;#\\'"]/.test(v)) this.#fail(name, 'paths with whitespace, ;, #, \\ or quotes are not supported (they end up in haproxy.cfg)');
     return path.resolve(v);
+  }
+  /** Checks every flag `command` accepts by its kind, so a bad value stops the command before any network call. */
+  checkAll(command: Command): void {
+    for (const spec of FLAGS) {
+      if (!spec.commands.includes(command) || !this.#values.has(spec.name)) continue;
+      const check: Record<Kind, () => unknown> = {
+        string: () => this.str(spec.name),
+        int: () => this.int(spec.name, 0, Number.MAX_SAFE_INTEGER),
+        port: () => this.port(spec.name),
+        optport: () => this.optPort(spec.name),
+        bool: () => this.bool(spec.name),
+        ms: () => this.ms(spec.name),
+        list: () => this.list(spec.name),
+        hostport: () => this.hostPort(spec.name),
+        path: () => this.path(spec.name),
+      };
+      check[spec.kind]();
+    }
   }
   /** host:port, `[v6]:port`, or empty (off). */
   hostPort(name: string): { host: string; port: number } | null {

@@ -295,3 +295,13 @@ export function classifyReply(reply: string, command: string): UpdaterError | nu
   }
   return null;
 }
+
+// ---------------------------------------------------------------- process
+
+/** Another live haproxy-updater holds the state dir's lock file. */
+export class StateDirLockedError extends UpdaterError {
+  readonly code = 'E_STATE_DIR_LOCKED';
+  constructor(readonly stateDir: string, readonly holderPid: number, readonly lockPath: string) {
+    super(`--state-dir ${stateDir}: in use by haproxy-updater PID ${holderPid} (lock ${lockPath})`, { stateDir, holderPid, lockPath });
+  }
+}

@@ -32,6 +32,7 @@ import { Reloader, createGuard, ReloadLimiter, haproxyVersion, type ReloadGuard 
 import { observe } from './observe.js';
 import { applyOps } from './apply.js';
 import { ManagedHaproxy } from './haproxy-process.js';
+import { settingsChanged, stampConfig } from './settings-stamp.js';
 
 const log = logger('daemon');
 
@@ -89,6 +90,8 @@ export class Daemon {
   #restarting = false;
   /** Hash of the last render HAProxy refused: not retried until the desired config changes. */
   #refusedConfig: string | null = null;
+  /** Why it was refused (haproxy -c's message, a port taken...), for /readyz. */
+  #refusedWhy = '';
 
   constructor(opts: DaemonOptions) {
     this.#o = opts;
@@ -114,9 +117,12 @@ export class Daemon {
 
   readiness(): Readiness {
     const reasons: string[] = [];
-    if (!this.#registry) reasons.push('registry not loaded yet');
+    // An etcd outage after the first load keeps the daemon ready (HAProxy serves the last registry); before it, it is the cause.
+    const etcd = this.#watcher?.state;
+    const etcdDown = etcd === 'disconnected' ? `: etcd ${this.#o.etcd.endpoints.join(',')} unreachable` : '';
+    if (!this.#registry) reasons.push(`registry not loaded yet${etcdDown}`);
     if (!this.#lastPassOk) reasons.push(`last pass failed: ${this.#lastPassError ?? 'no pass yet'}`);
-    if (this.#refusedConfig) reasons.push('the desired haproxy.cfg was refused by haproxy -c (see the error log); HAProxy runs the previous one');
+    if (this.#refusedConfig) reasons.push(`the desired haproxy.cfg was refused: ${this.#refusedWhy || 'see the error log'}; HAProxy runs the previous one`);
     if (this.#stopping) reasons.push('stopping');
     return { ready: reasons.length === 0, reasons };
   }
@@ -318,18 +324,13 @@ export class Daemon {
     }
   }
 
-  #settingsHash(): string {
-    return createHash('sha256').update(JSON.stringify(this.#o.render)).digest('hex').slice(0, 16);
-  }
-
   #settingsChanged(): boolean {
-    const m = /^# haproxy-updater settings ([0-9a-f]+)$/m.exec(this.#appliedConfig);
-    return m?.[1] !== this.#settingsHash();
+    return settingsChanged(this.#appliedConfig, this.#o.render);
   }
 
   #render(capacity: ReadonlyMap<string, number>, registry: Registry | null = this.#registry): Rendered {
     const rendered = renderConfig({ registry: registry ?? EMPTY_REGISTRY, capacity, settings: this.#o.render });
-    return { ...rendered, config: `# haproxy-updater settings ${this.#settingsHash()}\n${rendered.config}` };
+    return { ...rendered, config: stampConfig(rendered.config, this.#o.render) };
   }
 
   /** The decision, with the daemon's deferral and refusal state carried to the next pass. */
@@ -369,7 +370,10 @@ export class Daemon {
       log.info({ reasons: reasons.map(({ kind, backend }) => ({ kind, backend })), ms: result.durationMs }, 'reloaded haproxy');
     } catch (err) {
       this.#limiter.record(Date.now());
-      if (err instanceof ConfigInvalidError) this.#refusedConfig = identity;
+      if (err instanceof ConfigInvalidError) {
+        this.#refusedConfig = identity;
+        this.#refusedWhy = err.message;
+      }
       count('failed');
       throw err;
     }

@@ -11,6 +11,18 @@ import { createInterface } from 'node:readline';
 import { logger } from '../log.js';
 import { MasterClient } from '../runtime/index.js';
 
+/**
+ * The level a HAProxy output line means: ALERT/EMERG are errors; a server going UP or DOWN
+ * (reported as [WARNING]) is routine for an updater that adds and drains servers; other
+ * warnings stay warnings.
+ */
+export function haproxyLineLevel(line: string): 'error' | 'warn' | 'info' {
+  if (/\[(ALERT|EMERG)\]/.test(line)) return 'error';
+  if (/\bServer \S+ is (UP|DOWN|going DOWN for maintenance)\b|\bis (UP|DOWN), reason:/.test(line)) return 'info';
+  if (/\[WARNING\]/.test(line)) return 'warn';
+  return 'info';
+}
+
 const log = logger('haproxy');
 
 export type ManagedState = 'stopped' | 'starting' | 'running' | 'adopted' | 'stopping';
@@ -61,9 +73,12 @@ export class ManagedHaproxy {
     for (const stream of [child.stdout, child.stderr]) {
       if (!stream) continue;
       createInterface({ input: stream }).on('line', (line) => {
-        if (/\[(ALERT|EMERG)\]/.test(line)) log.error({ line }, 'haproxy');
-        else if (/\[WARNING\]/.test(line)) log.warn({ line }, 'haproxy');
-        else log.info({ line }, 'haproxy');
+        // The access log (`--access-log stdout`) is already one JSON object per line: passed on as it is.
+        if (stream === child.stdout && line.startsWith('{"type":"haproxy"')) {
+          process.stdout.write(line + '\n');
+          return;
+        }
+        log[haproxyLineLevel(line)]({ line }, 'haproxy');
       });
     }
     child.once('exit', (code, signal) => {

@@ -29,7 +29,10 @@ export async function serveEndpoints(daemon: Pick<Daemon, 'readiness' | 'metrics
     });
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new ConfigError(`--listen: cannot listen on ${listen.host}:${listen.port}`, { flag: 'listen' }, { cause: err })));
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      const why = err.code === 'EADDRINUSE' ? 'the port is in use (EADDRINUSE)' : err.code === 'EACCES' ? 'permission denied (EACCES: a port below 1024 needs root)' : err.code === 'EADDRNOTAVAIL' ? 'no such local address (EADDRNOTAVAIL)' : (err.code ?? err.message);
+      reject(new ConfigError(`--listen (HAPROXY_UPDATER_LISTEN): cannot listen on ${listen.host}:${listen.port}: ${why}`, { flag: 'listen', code: err.code }, { cause: err }));
+    });
     server.listen(listen.port, listen.host, () => resolve());
   });
   log.info({ listen: `${listen.host}:${listen.port}` }, 'serving /healthz, /readyz, /metrics');

@@ -7,3 +7,6 @@ export * from './http.js';
 export * from './oneshot.js';
 /** Render settings are part of the daemon's options: `defaultSettings(stateDir)` is their base. */
 export { defaultSettings, type RenderSettings } from '../render/index.js';
+/** The stats credential and log target rules, so the CLI can name the flag that breaks one. */
+export { STATS_PASSWORD_RE, STATS_USER_RE, logTarget } from '../render/safe.js';
+export * from './lock.js';

@@ -8,10 +8,11 @@ import path from 'node:path';
 import { backendName, type Registry, type Rejection } from '../model.js';
 import { loadRegistryOnce, type LoadOnceOptions } from '../watch/index.js';
 import { RuntimeClient, MasterClient, type ProcInfo } from '../runtime/index.js';
-import { plan as makePlan, describePlan, initialCapacity, isClearedAddr, type Plan } from '../reconcile/index.js';
+import { plan as makePlan, describePlan, decideReload, initialCapacity, isClearedAddr, type Plan, type ReloadDecision } from '../reconcile/index.js';
 import { renderConfig, defaultSettings, type RenderSettings, type Rendered } from '../render/index.js';
 import { atomicWrite } from '../reload/index.js';
 import { observe } from './observe.js';
+import { settingsChanged } from './settings-stamp.js';
 
 /** What the one-shot commands need to reach etcd (as DaemonOptions.etcd). */
 export type EtcdOptions = LoadOnceOptions;
@@ -42,21 +43,45 @@ async function observeAt(at: HaproxyAt) {
   const base = defaultSettings(at.stateDir);
   const runtime = new RuntimeClient({ path: at.runtimeSocket ?? base.adminSocket }, { timeoutMs: 5000 });
   const cfg = await readFile(path.join(at.stateDir, 'haproxy.cfg'), 'utf8').catch(() => '');
-  return observe(runtime, base, cfg);
+  return { observed: await observe(runtime, base, cfg), cfg };
 }
 
 export interface PlanOnceOptions extends HaproxyAt {
   etcd: EtcdOptions;
+  /** The render settings `run` would have with the same flags: a difference from the running config's is a reload reason. */
+  settings: RenderSettings;
   drainTimeoutMs: number;
   holdUntilHealthy: boolean;
 }
 
-/** What `run` would do now: one observe and one plan, as a daemon pass starts; `lines` describe it. */
-export async function planOnce(o: PlanOnceOptions): Promise<{ plan: Plan; lines: string[]; rejections: Rejection[] }> {
+/**
+ * What `run` would do now: one observe, one plan and the daemon's reload decision (with no
+ * rate limit or deferral history, as after a start); `lines` describe it, the first says
+ * whether and why HAProxy would reload.
+ */
+export async function planOnce(o: PlanOnceOptions): Promise<{ plan: Plan; decision: ReloadDecision; lines: string[]; rejections: Rejection[] }> {
   const { registry, rejections } = await loadRegistryOnce(o.etcd);
-  const observed = await observeAt(o);
-  const plan = makePlan(registry, observed, { now: Date.now(), drainTimeoutMs: o.drainTimeoutMs, holdUntilHealthy: o.holdUntilHealthy, drainStartedAt: new Map() });
-  return { plan, lines: describePlan(plan), rejections };
+  const { observed, cfg } = await observeAt(o);
+  const now = Date.now();
+  const plan = makePlan(registry, observed, { now, drainTimeoutMs: o.drainTimeoutMs, holdUntilHealthy: o.holdUntilHealthy, drainStartedAt: new Map() });
+  const { decision } = decideReload({
+    plan,
+    settingsChanged: settingsChanged(cfg, o.settings),
+    now,
+    deferredSince: 0,
+    // Consolidation needs a deferral history, which a one-shot look does not have.
+    consolidateAfterMs: 0,
+    nextAllowedAt: 0,
+    refusedConfig: null,
+    desiredConfig: () => '',
+  });
+  const lines = describePlan(plan);
+  if (decision.action !== 'none') {
+    const urgent = decision.reasons.filter((r) => r.urgent).map((r) => (r.kind === 'settings' ? 'settings' : `${r.kind} ${r.backend}`));
+    lines[0] = `reload: now (${urgent.join(', ')})`;
+    for (const r of decision.reasons) if (r.kind === 'settings') lines.splice(1, 0, `reason [urgent] settings: ${r.detail}`);
+  }
+  return { plan, decision, lines, rejections };
 }
 
 export interface StatusRow {
@@ -83,7 +108,7 @@ export interface StatusOptions extends HaproxyAt {
  * `registryError` is set (and ids are `?`) when etcd is unreachable.
  */
 export async function statusOnce(o: StatusOptions): Promise<{ proc: ProcInfo | null; rows: StatusRow[]; registryError: unknown }> {
-  const observed = await observeAt(o);
+  const { observed } = await observeAt(o);
   const master = new MasterClient({ path: o.masterSocket ?? path.join(o.stateDir, 'master.sock') });
   const proc = await master.showProc().catch(() => null);
   let registry: Registry | null = null;
