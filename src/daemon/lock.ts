@@ -1,9 +1,10 @@
 /**
- * One updater per state dir: `<state-dir>/updater.lock` holds the owner's PID, created with
- * O_EXCL so two starters cannot both win. A lock whose PID is dead (a SIGKILLed updater) is
+ * One updater per state dir: `<state-dir>/updater.lock` holds the owner's PID. It appears
+ * with its PID already in it (written to a private file, then hard-linked into place, which
+ * fails if the lock exists), so a starter never reads an empty lock and takes it for stale. A lock whose PID is dead (a SIGKILLed updater) is
  * taken over; a live holder makes the second updater stop before it touches anything.
  */
-import { mkdirSync, openSync, writeSync, closeSync, readFileSync, unlinkSync, constants } from 'node:fs';
+import { mkdirSync, writeFileSync, linkSync, readFileSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { StateDirLockedError } from '../errors.js';
 import { logger } from '../log.js';
@@ -32,14 +33,15 @@ export interface StateDirLock {
 export function lockStateDir(stateDir: string, pid = process.pid): StateDirLock {
   mkdirSync(stateDir, { recursive: true });
   const lockPath = path.join(stateDir, LOCK_FILE);
-  // Two rounds: a stale file is removed once, then O_EXCL decides between racing starters.
+  // Two rounds: a stale file is removed once, then link() decides between racing starters.
+  const mine = `${lockPath}.${pid}`;
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
-      const fd = openSync(lockPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
+      writeFileSync(mine, `${pid}\n`, { mode: 0o644 });
       try {
-        writeSync(fd, `${pid}\n`);
+        linkSync(mine, lockPath);
       } finally {
-        closeSync(fd);
+        unlinkSync(mine);
       }
       let released = false;
       return {
@@ -69,7 +71,7 @@ export function lockStateDir(stateDir: string, pid = process.pid): StateDirLock 
     try {
       unlinkSync(lockPath);
     } catch {
-      // Someone else removed it first; O_EXCL decides.
+      // Someone else removed it first; link() decides.
     }
   }
   const holder = Number(readFileSync(lockPath, 'utf8').trim());
