@@ -28,7 +28,7 @@ export const SCENARIOS: ReadonlyArray<{ name: string; files: readonly string[] }
   { name: 'refused reload + rollback', files: ['runtime-reload', 'render-reload'] },
   { name: 'guarded reload (iptables)', files: ['render-guard'] },
   { name: 'TLS passthrough + termination', files: ['render-https', 'e2e'] },
-  { name: 'certificates at runtime (ssl cert API)', files: ['certs-sync'] },
+  { name: 'certificates at runtime (ssl cert API)', files: ['certs-sync', 'certs-run'] },
   { name: 'tcp', files: ['e2e'] },
   { name: 'drift repair', files: ['e2e'] },
   { name: 'etcd outage', files: ['watch-outage', 'e2e'] },

@@ -55,7 +55,8 @@ function renderSettings(f: Flags): RenderSettings {
   let hasCerts = false;
   if (certs) {
     try {
-      hasCerts = readdirSync(certs).some((n) => n.endsWith('.pem'));
+      readdirSync(certs);
+      hasCerts = true; // an empty directory is fine: the updater's default certificate keeps the crt-list non-empty
     } catch (err) {
       throw new ConfigError(`--certs (HAPROXY_UPDATER_CERTS): cannot read ${certs}`, { flag: 'certs' }, { cause: err });
     }

@@ -77,6 +77,38 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly certsServed = new Gauge({
+    name: 'haproxy_updater_certificates_served',
+    help: 'Certificates from --certs that HAProxy serves (the generated default not counted)',
+    registers: [this.registry],
+  });
+  readonly certExpiryDays = new Gauge({
+    name: 'haproxy_updater_certificate_expiry_days',
+    help: 'Days until the soonest-expiring served certificate expires (absent while none is served); alert on this',
+    registers: [this.registry],
+  });
+  readonly certFailures = new Counter({
+    name: 'haproxy_updater_certificate_update_failures_total',
+    help: 'Certificate updates that failed: a file rejected (reason: the problem found) or a runtime step refused (runtime, remove)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly certRejected = new Gauge({
+    name: 'haproxy_updater_certificate_rejected',
+    help: '1 for each file in --certs currently rejected, by path and reason; the certificate it would replace keeps serving',
+    labelNames: ['path', 'reason'] as const,
+    registers: [this.registry],
+  });
+
+  /** Certificate gauges from CertSync's state after a pass. */
+  setCertificates(served: number, soonestNotAfter: Date | null, rejected: ReadonlyArray<{ path: string; reason: string }>, now = Date.now()): void {
+    this.certsServed.set(served);
+    if (soonestNotAfter) this.certExpiryDays.set(Math.floor(((soonestNotAfter.getTime() - now) / 86_400_000) * 100) / 100);
+    else this.certExpiryDays.reset();
+    this.certRejected.reset();
+    for (const r of rejected) this.certRejected.set({ path: r.path, reason: r.reason }, 1);
+  }
+
   setHaproxyInfo(version: string, capabilities: string): void {
     this.haproxyInfo.reset();
     this.haproxyInfo.set({ version, capabilities }, 1);

@@ -15,3 +15,4 @@ export * from './http.js';
 export * from './backend.js';
 export * from './load.js';
 export * from './updater.js';
+export * from './tlsclient.js';

@@ -99,6 +99,8 @@ export interface PassResult {
   pending: string[];
   /** Runtime steps HAProxy refused for a valid file (the file is retried next pass). */
   failed: CertFileError[];
+  /** Failed updates counted in this pass (`status().failedUpdates`), with a short reason: a PemProblem, `runtime` or `remove`. */
+  failures: Array<{ path: string; reason: string }>;
   durationMs: number;
 }
 
@@ -243,7 +245,7 @@ export class CertSync {
   /** One full pass: read the directory, read HAProxy, apply the difference, rewrite the crt-list. */
   async #pass(): Promise<PassResult> {
     const started = performance.now();
-    const result: PassResult = { added: [], updated: [], removed: [], rejected: [], pending: [], failed: [], durationMs: 0 };
+    const result: PassResult = { added: [], updated: [], removed: [], rejected: [], pending: [], failed: [], failures: [], durationMs: 0 };
     const { desired, keep } = await this.#readDir(result);
     const client = this.#o.client;
 
@@ -282,6 +284,7 @@ export class CertSync {
       if (err) {
         this.#failedUpdates++;
         result.failed.push(err);
+        result.failures.push({ path: d.source, reason: 'runtime' });
         log.warn({ path: d.source, reason: err.reason, code: err.code }, 'certificate update refused by HAProxy; the served one is kept');
         continue;
       }
@@ -300,6 +303,7 @@ export class CertSync {
       const bad = replies.find((r, i) => !r.ok && !(i === replies.length - 1 && r.error.code === 'E_SSL_CERT_NOT_FOUND'));
       if (bad && !bad.ok) {
         this.#failedUpdates++;
+        result.failures.push({ path: name, reason: 'remove' });
         log.warn({ cert: name, err: bad.error }, 'removing a certificate failed; retried next pass');
         continue;
       }
@@ -350,6 +354,7 @@ export class CertSync {
         if (this.#rejectedRaw.get(source) !== rawHash) {
           this.#rejectedRaw.set(source, rawHash);
           this.#failedUpdates++;
+          result.failures.push({ path: source, reason: problem });
           log.warn({ path: source, problem, reason }, 'certificate file rejected; the certificate it would replace keeps serving');
         }
       };

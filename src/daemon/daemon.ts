@@ -33,6 +33,8 @@ import { observe } from './observe.js';
 import { applyOps } from './apply.js';
 import { ManagedHaproxy } from './haproxy-process.js';
 import { settingsChanged, stampConfig } from './settings-stamp.js';
+import { CertSync, type PassResult } from '../certs/sync.js';
+import { certPaths, prepareCertFiles } from '../certs/default.js';
 
 const log = logger('daemon');
 
@@ -55,7 +57,8 @@ export interface DaemonOptions {
   coalesceMs: number;
 }
 
-export type Readiness = { ready: boolean; reasons: string[] };
+/** `warnings`: shown by /readyz without making it fail (e.g. a rejected certificate file, whose predecessor keeps serving). */
+export type Readiness = { ready: boolean; reasons: string[]; warnings?: string[] };
 
 export class Daemon {
   readonly metrics = new Metrics();
@@ -92,6 +95,8 @@ export class Daemon {
   #refusedConfig: string | null = null;
   /** Why it was refused (haproxy -c's message, a port taken...), for /readyz. */
   #refusedWhy = '';
+  /** `--certs`: certificates changed at runtime; its passes run on #queue. */
+  #certs: CertSync | null = null;
 
   constructor(opts: DaemonOptions) {
     this.#o = opts;
@@ -124,7 +129,8 @@ export class Daemon {
     if (!this.#lastPassOk) reasons.push(`last pass failed: ${this.#lastPassError ?? 'no pass yet'}`);
     if (this.#refusedConfig) reasons.push(`the desired haproxy.cfg was refused: ${this.#refusedWhy || 'see the error log'}; HAProxy runs the previous one`);
     if (this.#stopping) reasons.push('stopping');
-    return { ready: reasons.length === 0, reasons };
+    const warnings = [...(this.#certs?.rejected().values() ?? [])].map((e) => `certificate file rejected: ${e.message}`);
+    return { ready: reasons.length === 0, reasons, warnings };
   }
 
   async start(): Promise<void> {
@@ -162,15 +168,45 @@ export class Daemon {
     // from starting with what it last had, so start() does not wait forever.
     const firstLoad = watcher.start();
     await Promise.race([firstLoad, new Promise((r) => setTimeout(r, 5000))]);
+    const certs = this.#o.render.hasCerts ? certPaths(this.#o.stateDir, this.#o.render.crtList) : null;
+    // The bind's crt-list must exist (never empty) before HAProxy loads a config naming it.
+    if (certs) await prepareCertFiles(certs);
 
     if (this.#o.mode === 'managed') await this.#startManaged();
     await this.#refreshVersion();
     this.#appliedConfig = await readFile(this.#cfgPath, 'utf8').catch(() => '');
 
-    this.#verifyTimer = setInterval(() => this.requestPass('verify'), this.#o.verifyIntervalMs);
+    this.#verifyTimer = setInterval(() => {
+      void this.requestPass('verify');
+      this.#verifyCerts();
+    }, this.#o.verifyIntervalMs);
     this.#verifyTimer.unref();
     this.#started = true;
     await this.requestPass('start');
+    // After the first pass, which reloads HAProxy into a config with the crt-list bind if needed.
+    if (certs && this.#o.render.certsDir && this.#o.render.httpsPort != null) {
+      this.#certs = new CertSync({
+        ...certs,
+        dir: this.#o.render.certsDir,
+        client: this.#runtime,
+        verifyIntervalMs: 0, // the daemon's verify timer drives it
+        schedule: (task) => this.#queue.add(task),
+        onPass: (r) => this.#certMetrics(r),
+      });
+      await this.#certs.start().catch((err: unknown) => log.error({ err }, 'first certificate pass failed; retried on the verify timer'));
+    }
+  }
+
+  #verifyCerts(): void {
+    if (this.#stopping) return;
+    this.#certs?.verify().catch((err: unknown) => log.warn({ err }, 'certificate pass failed; retried on the verify timer'));
+  }
+
+  #certMetrics(r: PassResult): void {
+    for (const f of r.failures) this.metrics.certFailures.inc({ reason: f.reason });
+    const st = this.#certs?.status();
+    const rejected = [...(this.#certs?.rejected().values() ?? [])].map((e) => ({ path: e.path, reason: String(e.context.problem ?? 'invalid') }));
+    if (st) this.metrics.setCertificates(st.served, st.soonestNotAfter, rejected);
   }
 
   async #startManaged(): Promise<void> {
@@ -380,6 +416,9 @@ export class Daemon {
     const proc = await this.#master.showProc().catch(() => null);
     if (proc) this.metrics.haproxyReloads.set(proc.reloads);
     await this.#refreshVersion();
+    // The new worker loaded the crt-list from disk, which every certificate pass leaves equal
+    // to what is served; a pass queued right after confirms it (and repairs a lost event).
+    this.#verifyCerts();
   }
 
   /** A reload may run another binary: re-read the version; a failed read keeps the last capabilities. */
@@ -409,6 +448,7 @@ export class Daemon {
     if (this.#verifyTimer) clearInterval(this.#verifyTimer);
     for (const t of this.#timers) clearTimeout(t);
     this.#timers.clear();
+    await this.#certs?.stop();
     this.#queue.clear();
     await this.#queue.onIdle();
     await this.#watcher?.stop().catch((err: unknown) => log.warn({ err }, 'watcher stop failed'));

@@ -17,7 +17,7 @@ export async function serveEndpoints(daemon: Pick<Daemon, 'readiness' | 'metrics
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       } else if (req.url === '/readyz') {
         const r = daemon.readiness();
-        res.writeHead(r.ready ? 200 : 503, { 'content-type': 'text/plain' }).end(r.ready ? 'ready\n' : r.reasons.join('\n') + '\n');
+        res.writeHead(r.ready ? 200 : 503, { 'content-type': 'text/plain' }).end([...(r.ready ? ['ready'] : r.reasons), ...(r.warnings ?? [])].join('\n') + '\n');
       } else if (req.url === '/metrics') {
         res.writeHead(200, { 'content-type': daemon.metrics.registry.contentType }).end(await daemon.metrics.registry.metrics());
       } else {

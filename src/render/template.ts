@@ -10,7 +10,7 @@
  *   otherwise `internal-no-route` (503 "no route").
  * - HTTPS (`fe-https`, TCP mode) is served when `httpsPort` is set and there are
  *   certificates or passthrough services: SNI found in the SNI map goes to `tls-<svc>`;
- *   the rest goes (certificates present) through a unix socket with PROXY v2 to
+ *   the rest goes (certificates present: `ssl crt-list`, the file src/certs keeps) through a unix socket with PROXY v2 to
  *   `fe-https-terminate`, which routes exactly like `fe-http`, or (no certificates) to
  *   the passthrough `default` service if there is one, else is rejected.
  * - Domains of passthrough services are only in the SNI map: their backends are TCP mode
@@ -73,10 +73,12 @@ export interface RenderSettings {
   statsUser: string;
   /** Stats password, `[A-Za-z0-9._~!@%^*+=,/-]{8,128}`; null = stats page not served. Default null. */
   statsPassword: string | null;
-  /** Directory of PEM files (cert + key) for TLS termination (`crt <dir>`). Default null. */
+  /** Directory of PEM files (cert + key) the updater serves (`--certs`); HAProxy never reads it. Default null. */
   certsDir: string | null;
-  /** Whether `certsDir` holds at least one PEM (HAProxy refuses an empty crt directory). Default false. */
+  /** Whether TLS is terminated: the bind reads `crtList`, which the updater keeps (its first line, a default certificate, makes it never empty). Default false. */
   hasCerts: boolean;
+  /** The crt-list file of the terminating bind (`ssl crt-list <file>`), written by the updater (src/certs). Default `<stateDir>/certs.crtlist`. */
+  crtList: string;
   /** Runtime API socket (`stats socket ... level admin`). Default `<stateDir>/admin.sock`. */
   adminSocket: string;
   /** Where the updater dumps `show servers state` before a reload. Default `<stateDir>/server-state`. */
@@ -106,6 +108,7 @@ export function defaultSettings(stateDir: string): RenderSettings {
     statsPassword: null,
     certsDir: null,
     hasCerts: false,
+    crtList: path.join(stateDir, 'certs.crtlist'),
     adminSocket: path.join(stateDir, 'admin.sock'),
     serverStateFile: path.join(stateDir, 'server-state'),
     hostsMap: path.join(stateDir, 'hosts.map'),
@@ -284,7 +287,7 @@ export function renderConfig(input: RenderInput): Rendered {
   for (const svc of [...http, ...tcp]) assertName(svc.name, 'service name');
 
   const stats = statsView(s, httpPort);
-  const { https, certsDir } = httpsView(s, registry, http, httpPort, stats !== null, sniMap);
+  const { https, crtList } = httpsView(s, registry, http, httpPort, stats !== null, sniMap);
   const files = new Map<string, string>();
   const urlRegs = urlRegFiles(s, http, files);
   const maps = routingMaps(registry);
@@ -298,7 +301,7 @@ export function renderConfig(input: RenderInput): Rendered {
     serverStateFile,
     log: log_,
     check: (({ interMs, fastinterMs, downinterMs, rise, fall }) => ({ inter: ms(interMs), fastinter: ms(fastinterMs), downinter: ms(downinterMs), rise: String(rise), fall: String(fall) }))(checkTiming(inter)),
-    httpFrontends: httpFrontendsView(s, httpPort, https, certsDir),
+    httpFrontends: httpFrontendsView(s, httpPort, https, crtList),
     urlRegs,
     hostsMap,
     httpDefault: httpDefaultBackend(registry),
@@ -337,23 +340,25 @@ function httpsView(
   httpPort: number,
   statsServed: boolean,
   sniMap: string,
-): { https: HttpsView | null; certsDir: string | null } {
+): { https: HttpsView | null; crtList: string | null } {
   const passthrough = http.filter((svc) => svc.sslPassthrough);
-  let certsDir: string | null = null;
+  let crtList: string | null = null;
   if (s.hasCerts) {
     if (!s.certsDir) throw new InvalidArgumentError('hasCerts is set but certsDir is not', { what: 'certsDir' });
-    certsDir = assertAbsPath(s.certsDir, 'certsDir');
+    assertAbsPath(s.certsDir, 'certsDir');
+    // HAProxy reads only the crt-list the updater keeps, so entries can change at runtime.
+    crtList = assertAbsPath(s.crtList, 'crtList');
   }
   const wantsHttps = s.hasCerts || passthrough.length > 0;
   if (wantsHttps && (s.httpsPort === null || s.httpsPort === undefined)) {
     log.warn({ passthrough: passthrough.map((p) => p.name), hasCerts: s.hasCerts }, 'no httpsPort: TLS (termination and passthrough) not served');
   }
-  if (!wantsHttps || s.httpsPort === null || s.httpsPort === undefined) return { https: null, certsDir };
+  if (!wantsHttps || s.httpsPort === null || s.httpsPort === undefined) return { https: null, crtList };
   const port = assertPort(s.httpsPort, 'httpsPort');
   if (port === httpPort || (statsServed && port === s.statsPort)) throw new InvalidArgumentError('httpsPort equals httpPort or statsPort', { httpsPort: port });
   let terminate: { hopBackend: string; socket: string } | null = null;
   let fallback = TLS_NO_ROUTE_BACKEND;
-  if (certsDir) {
+  if (crtList) {
     const socket = assertAbsPath(httpsHopSocket(s), 'https hop socket');
     // sun_path is 108 bytes including the NUL; HAProxy also appends `.<pid>.tmp` while binding.
     if (Buffer.byteLength(socket) > 90) {
@@ -365,7 +370,7 @@ function httpsView(
     const def = registry.http.get(DEFAULT_SERVICE);
     if (def?.sslPassthrough) fallback = backendName(def);
   }
-  return { https: { binds: [bindWords(s.bindAddress, port)], sniMap, fallback, terminate, reject: fallback === TLS_NO_ROUTE_BACKEND ? fallback : null }, certsDir };
+  return { https: { binds: [bindWords(s.bindAddress, port)], sniMap, fallback, terminate, reject: fallback === TLS_NO_ROUTE_BACKEND ? fallback : null }, crtList };
 }
 
 /** `default_backend` of the HTTP frontends: the `default` service, unless it is passthrough. */
@@ -375,13 +380,13 @@ function httpDefaultBackend(registry: Registry): string {
 }
 
 /** The HTTP frontends: plain, and the TLS-terminating one behind fe-https. */
-function httpFrontendsView(s: RenderSettings, httpPort: number, https: HttpsView | null, certsDir: string | null) {
+function httpFrontendsView(s: RenderSettings, httpPort: number, https: HttpsView | null, crtList: string | null) {
   const frontends: Array<{ name: string; proto: 'http' | 'https'; binds: Words[] }> = [{ name: 'fe-http', proto: 'http', binds: [bindWords(s.bindAddress, httpPort)] }];
-  if (https?.terminate && certsDir) {
+  if (https?.terminate && crtList) {
     frontends.push({
       name: 'fe-https-terminate',
       proto: 'https',
-      binds: [[`unix@${https.terminate.socket}`, 'mode', '600', 'accept-proxy', 'ssl', 'crt', certsDir, 'alpn', 'h2,http/1.1']],
+      binds: [[`unix@${https.terminate.socket}`, 'mode', '600', 'accept-proxy', 'ssl', 'crt-list', crtList, 'alpn', 'h2,http/1.1']],
     });
   }
   return frontends;

@@ -15,6 +15,8 @@ import { DEFAULT_OPTIONS, type HttpService, type Registry } from '../../src/mode
 import { MasterClient, RuntimeClient } from '../../src/runtime/index.js';
 import { defaultSettings, renderConfig, type RenderSettings } from '../../src/render/index.js';
 import { NoGuard, Reloader, writeRendered } from '../../src/reload/index.js';
+import { certPaths, prepareCertFiles } from '../../src/certs/default.js';
+import { renderCrtList } from '../../src/certs/crtlist.js';
 import { haproxyBin, execFileP, freePort, removeDir, socketCommand, startHaproxy, tempDir, waitFor } from '../../testkit/index.js';
 
 function svc(name: string, o: Partial<HttpService> = {}): HttpService {
@@ -74,6 +76,10 @@ test('https: SNI passthrough, termination via the PROXY-v2 hop, routing identica
   const httpsPort = await freePort();
   const settings: RenderSettings = { ...defaultSettings(dir), bindAddress: '127.0.0.1', httpPort, httpsPort, certsDir: certs, hasCerts: true };
   const services = [svc('web', { domains: ['web.test'] }), svc('api', { domains: ['api.test'], urlReg: '^/api/' }), svc('vault', { domains: ['vault.test'], sslPassthrough: true })];
+  // The crt-list `run --certs` keeps: its default certificate first, then the served PEM.
+  const paths = certPaths(dir, settings.crtList);
+  await prepareCertFiles(paths);
+  await writeFile(settings.crtList, renderCrtList([{ cert: path.join(certs, 'web.test.pem') }], paths.defaultCert));
   const rendered = renderConfig({ registry: registry(services), capacity: new Map(), settings });
   const cfgPath = path.join(dir, 'haproxy.cfg');
   await writeRendered(rendered, cfgPath, { haproxyBin: haproxyBin() });

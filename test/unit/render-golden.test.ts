@@ -6,18 +6,16 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { DEFAULT_OPTIONS, type HttpService, type Registry, type TcpService, type Upstream, type ServiceOptions } from '../../src/model.js';
 import { defaultSettings, renderConfig, readAppliedSlots, readAppliedStructure, type RenderSettings, type Rendered } from '../../src/render/index.js';
 import { validateConfig } from '../../src/reload/index.js';
+import { certPaths, prepareCertFiles } from '../../src/certs/default.js';
 import { structureHash } from '../../src/model.js';
 
-const execFileP = promisify(execFile);
 const FIXTURES = fileURLToPath(new URL('../fixtures/render/', import.meta.url));
 /** Fixed paths in the goldens; replaced by a temp dir for `haproxy -c`. */
 const STATE = '/var/lib/haproxy-updater';
@@ -115,16 +113,6 @@ function serialiseFiles(files: Map<string, string>): string {
     .join('');
 }
 
-async function selfSignedCert(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  const key = path.join(dir, 'key.tmp');
-  const crt = path.join(dir, 'crt.tmp');
-  await execFileP('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', crt, '-days', '2', '-subj', '/CN=default.example']);
-  await writeFile(path.join(dir, 'default.example.pem'), (await readFile(crt, 'utf8')) + (await readFile(key, 'utf8')));
-  await rm(key);
-  await rm(crt);
-}
-
 /** Writes the rendered config and its files under `dir` (paths rebased) and runs `haproxy -c`. */
 async function haproxyCheck(r: Rendered, dir: string, certs: boolean): Promise<void> {
   const rebase = (s: string) => s.replaceAll(STATE, path.join(dir, 'state')).replaceAll(CERTS, path.join(dir, 'certs'));
@@ -133,7 +121,8 @@ async function haproxyCheck(r: Rendered, dir: string, certs: boolean): Promise<v
     await writeFile(rebase(file), content);
   }
   await mkdir(path.join(dir, 'state'), { recursive: true });
-  if (certs) await selfSignedCert(path.join(dir, 'certs'));
+  // The files `run --certs` prepares before HAProxy starts: the default certificate and the crt-list naming it.
+  if (certs) await prepareCertFiles(certPaths(path.join(dir, 'state'), path.join(dir, 'state', 'certs.crtlist')));
   const cfg = path.join(dir, 'haproxy.cfg');
   await writeFile(cfg, rebase(r.config));
   // HAPROXY_BIN: the version matrix checks the goldens with every branch's `haproxy -c`.
