@@ -66,12 +66,13 @@ ARG APP_GID=99
 USER root
 
 # hostname is used by the compose demo's registrars (`hostname -i`) and is listed so it
-# never silently disappears. The HAProxy branch is checked so that a mismatched
+# never silently disappears; openssl makes the default certificate `run --certs` pins first
+# in its crt-list (HAProxy refuses an empty one). The HAProxy branch is checked so that a mismatched
 # HAPROXY_IMAGE / HAPROXY_BRANCH pair fails the build instead of validating with the
 # wrong version.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      iptables tini hostname \
+      iptables tini hostname openssl \
  && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
  && haproxy -v | head -n 1 | grep -q "version ${HAPROXY_BRANCH}\."
 

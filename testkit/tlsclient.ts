@@ -30,28 +30,53 @@ export function handshake(port: number, sni: string, timeoutMs = 5000): Promise<
 
 export interface TlsLoad {
   /** Stops the loops and returns the counts. */
-  stop(): Promise<{ ok: number; failed: number; failures: Record<string, number>; serials: Map<string, string[]> }>;
+  stop(): Promise<TlsLoadResult>;
 }
 
-/** New handshakes, `concurrency` loops round-robin over `names`, bounded by count and time. */
+export interface TlsLoadResult {
+  ok: number;
+  failed: number;
+  failures: Record<string, number>;
+  serials: Map<string, string[]>;
+  /** Every successful handshake per name: when it started (performance.now()) and the serial presented. */
+  samples: Map<string, Array<{ startedAt: number; serial: string }>>;
+}
+
+/** The distinct serials presented for `name` to handshakes started in [from, to). */
+export function serialsBetween(r: TlsLoadResult, name: string, from: number, to = Infinity): string[] {
+  return [...new Set((r.samples.get(name) ?? []).filter((s) => s.startedAt >= from && s.startedAt < to).map((s) => s.serial))];
+}
+
+/**
+ * New handshakes, `concurrency` loops round-robin over `names`, bounded by count and time.
+ * `serials` per name: the certificates seen, in the order the handshakes started (not
+ * finished: with several loops, one started before a switch can finish after one started
+ * after it), with repeats collapsed.
+ */
 export function tlsLoad(port: number, names: string[], o: { concurrency?: number; maxMs?: number; max?: number } = {}): TlsLoad {
   const deadline = Date.now() + (o.maxMs ?? 30_000);
   const max = o.max ?? 50_000;
-  const out = { ok: 0, failed: 0, failures: {} as Record<string, number>, serials: new Map<string, string[]>() };
+  const out: TlsLoadResult = { ok: 0, failed: 0, failures: {}, serials: new Map(), samples: new Map() };
+  const seen = new Map<string, Array<[started: number, serial: string]>>();
   let stopped = false;
   let n = 0;
   const loop = async () => {
     while (!stopped && Date.now() < deadline && n < max) {
-      const name = names[n++ % names.length]!;
+      const started = n++;
+      const name = names[started % names.length]!;
+      const startedAt = performance.now();
       const r = await handshake(port, name);
       if (r.error) {
         out.failed++;
         out.failures[r.error] = (out.failures[r.error] ?? 0) + 1;
       } else {
         out.ok++;
-        const seq = out.serials.get(name) ?? [];
-        if (seq.at(-1) !== r.serial) seq.push(r.serial ?? '?');
-        out.serials.set(name, seq);
+        const samples = seen.get(name) ?? [];
+        samples.push([started, r.serial ?? '?']);
+        seen.set(name, samples);
+        const timed = out.samples.get(name) ?? [];
+        timed.push({ startedAt, serial: r.serial ?? '?' });
+        out.samples.set(name, timed);
       }
     }
   };
@@ -60,6 +85,11 @@ export function tlsLoad(port: number, names: string[], o: { concurrency?: number
     async stop() {
       stopped = true;
       await loops;
+      for (const [name, samples] of seen) {
+        const seq: string[] = [];
+        for (const [, serial] of samples.sort((a, b) => a[0] - b[0])) if (seq.at(-1) !== serial) seq.push(serial);
+        out.serials.set(name, seq);
+      }
       return out;
     },
   };
