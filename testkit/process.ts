@@ -9,6 +9,8 @@ import { promisify } from 'node:util';
 import { waitFor } from './wait.js';
 
 export const execFileP = promisify(execFile);
+/** One liveness rule for tests and the updater's state-dir lock. */
+export { pidAlive } from '../src/daemon/lock.js';
 
 const tracked = new Set<ChildProcess>();
 let ownGroup = false;

@@ -13,7 +13,8 @@ const log = logger('lock');
 
 export const LOCK_FILE = 'updater.lock';
 
-function alive(pid: number): boolean {
+/** The PID exists (EPERM: it does, but belongs to another user). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -66,7 +67,7 @@ export function lockStateDir(stateDir: string, pid = process.pid): StateDirLock 
       continue; // removed between our open and read: try again
     }
     const holder = Number(text);
-    if (Number.isInteger(holder) && holder > 0 && holder !== pid && alive(holder)) throw new StateDirLockedError(stateDir, holder, lockPath);
+    if (Number.isInteger(holder) && holder > 0 && holder !== pid && pidAlive(holder)) throw new StateDirLockedError(stateDir, holder, lockPath);
     log.warn({ lockPath, holder: text }, 'taking over a stale state-dir lock (its updater is gone)');
     try {
       unlinkSync(lockPath);

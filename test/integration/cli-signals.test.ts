@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { BIN, masterView, startEtcd, startProcess, stopProcess, waitFor, tempDir, removeDir, freePort, type EtcdHandle, type Proc } from '../../testkit/index.js';
+import { BIN, masterView, pidAlive, startEtcd, startProcess, stopProcess, waitFor, tempDir, removeDir, freePort, type EtcdHandle, type Proc } from '../../testkit/index.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const P = '/haproxy-discover';
@@ -18,14 +18,6 @@ before(async () => {
 });
 after(() => etcd.destroy());
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /** The PID the updater itself logs (pino's `pid` field): under npx it is not the child we spawned. */
 async function updaterPid(proc: Proc): Promise<number> {
@@ -56,9 +48,9 @@ async function runStopsCleanly(launcher: 'npx' | 'node'): Promise<void> {
     pids = [pid, view.masterPid, ...view.workers];
     if (launcher === 'npx') assert.notEqual(pid, proc.child.pid, 'npx runs the updater below npm');
     proc.child.kill('SIGTERM');
-    await waitFor(() => pids.every((p) => !alive(p)) || undefined, { what: `no process left of ${pids.join(',')}`, timeoutMs: 10_000, intervalMs: 100 });
+    await waitFor(() => pids.every((p) => !pidAlive(p)) || undefined, { what: `no process left of ${pids.join(',')}`, timeoutMs: 10_000, intervalMs: 100 });
   } finally {
-    for (const p of pids) if (alive(p)) process.kill(p, 'SIGKILL');
+    for (const p of pids) if (pidAlive(p)) process.kill(p, 'SIGKILL');
     await stopProcess(proc, 1000);
     await removeDir(dir);
   }
@@ -75,11 +67,11 @@ test('SIGTERM to `npx haproxy-updater register` removes the key and leaves no pr
     pid = await updaterPid(proc);
     await waitFor(async () => (await etcd.ctl('get', key, '--print-value-only')).trim() !== '' || undefined, { what: 'registered', timeoutMs: 15_000 });
     proc.child.kill('SIGTERM');
-    await waitFor(() => !alive(pid) || undefined, { what: `registrar ${pid} gone`, timeoutMs: 10_000, intervalMs: 100 });
+    await waitFor(() => !pidAlive(pid) || undefined, { what: `registrar ${pid} gone`, timeoutMs: 10_000, intervalMs: 100 });
     // Removed by the registrar on its way out, not by the lease running out later.
     assert.equal((await etcd.ctl('get', key, '--print-value-only')).trim(), '', 'key removed at stop');
   } finally {
-    if (pid && alive(pid)) process.kill(pid, 'SIGKILL');
+    if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
     await stopProcess(proc, 1000);
   }
 });

@@ -18,7 +18,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execFileP, startProcess, stopProcess, tempDir, removeDir, waitFor, socketCommand, type Proc, BIN, etcdBin, etcdctlBin, haproxyBin } from '../../testkit/index.js';
+import { execFileP, startProcess, stopProcess, tempDir, removeDir, waitFor, socketCommand, type Proc, BIN, pidAlive, etcdBin, etcdctlBin, haproxyBin } from '../../testkit/index.js';
 
 // testkit/bins.ts owns the lookup (env, then PATH with /usr/sbin).
 export const ETCD_BIN = etcdBin();
@@ -41,14 +41,6 @@ export function hostsSkipReason(): string | null {
 
 const ip = (...args: string[]) => execFileP('ip', args);
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 async function killNamespacePids(ns: string): Promise<void> {
   const { stdout } = await ip('netns', 'pids', ns).catch(() => ({ stdout: '' }));
@@ -68,7 +60,7 @@ export async function sweepStaleNamespaces(): Promise<string[]> {
   for (const line of stdout.split('\n')) {
     const name = line.split(' ')[0] ?? '';
     const m = new RegExp(`^${NS_PREFIX}(\\d+)-`).exec(name);
-    if (!m || alive(Number(m[1]))) continue;
+    if (!m || pidAlive(Number(m[1]))) continue;
     await killNamespacePids(name);
     await ip('netns', 'del', name).catch(() => undefined);
     swept.push(name);
