@@ -36,6 +36,7 @@ defaults
 <% } -%>
     option redispatch
     retries 3
+    retry-on conn-failure empty-response response-timeout
     timeout connect 5s
     timeout client 30s
     timeout server 30s
