@@ -1,6 +1,6 @@
 /**
  * Several HAProxy instances, each with its own updater, on a 3-member etcd cluster, across
- * test hosts (network namespaces, hosts.ts). Every scenario runs under load from a client
+ * test hosts (network namespaces, testkit/hosts.ts). Every scenario runs under load from a client
  * host through every load-balancer host and asserts 0 failed requests and the same routed
  * servers on every instance; reloads are read from each HAProxy master CLI.
  * Measured figures (failover, cross-instance spread) are printed with CLUSTER_REPORT=1.
@@ -23,7 +23,7 @@ import {
   type EtcdMember,
   type LbInstance,
   type LoadRun,
-} from './hosts.js';
+} from '../../testkit/hosts.js';
 
 const P = '/haproxy-discover';
 const SERVICE = 'web';
@@ -289,7 +289,7 @@ describe('several instances on a 3-member etcd cluster, across test hosts', { sk
     assert.deepEqual(await reloads(), before, 'HAProxy reloads during the rolling restart');
   });
 
-  test('registrars on an upstream host killed: its upstreams gone from every instance within the TTL', async () => {
+  test('an upstream host with registrars killed (servers and registrars): its upstreams gone from every instance within the TTL', async () => {
     const ttlMs = 3000;
     const ports = [8001, 8002];
     const servers = startUpstreams(up3, ports);
@@ -310,17 +310,16 @@ describe('several instances on a 3-member etcd cluster, across test hosts', { sk
     await sleep(500);
     const load = loadAll();
     await sleep(500);
-    // The registrars die at once (SIGKILL: nothing deregisters, only the lease TTL removes the
-    // keys). Their HTTP servers stay up until then: with requests in flight, a server dying
-    // under them costs 502s (the template has no `retry-on`), which is not what this measures.
+    // The whole host dies at once: its upstream servers and its registrars, SIGKILL by PID
+    // (nothing deregisters, only the lease TTL removes the keys). Requests in flight to it are
+    // retried on another server (`retry-on` + `option redispatch` in the template): 0 failed.
     const t0 = Date.now();
-    await Promise.all(registrars.map((p) => killProcess(p)));
+    await Promise.all([servers, ...registrars].map((p) => killProcess(p)));
     // Gone from the registry, not merely failing checks: down servers count as present here.
     const at = await convergeAll(base, t0, ttlMs + 5000, lbs, true);
     report.registrarHostKilledGoneMs = Math.max(...at);
     assert.ok(Math.max(...at) <= ttlMs + 1000, `gone after ${Math.max(...at)} ms (TTL ${ttlMs} ms)`);
-    await assertNoFailures(load, 'registrars killed');
-    await killProcess(servers);
+    await assertNoFailures(load, 'upstream host killed');
   });
 
   test('the whole etcd cluster gone: every instance keeps serving its last state', async () => {

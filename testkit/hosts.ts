@@ -18,7 +18,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execFileP, startProcess, stopProcess, tempDir, removeDir, waitFor, socketCommand, type Proc, BIN, pidAlive, etcdBin, etcdctlBin, haproxyBin } from '../../testkit/index.js';
+import { execFileP, startProcess, stopProcess, tempDir, removeDir, waitFor, socketCommand, type Proc, BIN, pidAlive, etcdBin, etcdctlBin, haproxyBin } from './index.js';
 
 // testkit/bins.ts owns the lookup (env, then PATH with /usr/sbin).
 export const ETCD_BIN = etcdBin();

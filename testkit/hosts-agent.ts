@@ -6,7 +6,7 @@
  *       the harness's bounded runLoad through every target at once, until SIGUSR2 (or its
  *       bounds); then one JSON line `{"results":[…]}` (per target: ok, failed, failures).
  */
-import { startBackend, runLoad } from '../../testkit/index.js';
+import { startBackend, runLoad } from './index.js';
 
 const [mode, json] = process.argv.slice(2);
 const o = JSON.parse(json ?? '{}') as Record<string, unknown>;
