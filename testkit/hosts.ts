@@ -418,3 +418,37 @@ export function startLoad(client: Host, targets: LoadTarget[], o: { concurrency?
     },
   };
 }
+
+/**
+ * Waits until every instance in `lbs` routes exactly `want` (`addr:port`s, each once) in
+ * `backend`; returns when each got there, in ms after `since` (Date.now() clock).
+ * `includeDown`: servers HAProxy has but finds down count too. Polls every 10 ms.
+ */
+export async function routedAt(
+  lbs: LbInstance[],
+  backend: string,
+  want: string[],
+  since: number,
+  o: { timeoutMs?: number; includeDown?: boolean; signal?: AbortSignal } = {},
+): Promise<number[]> {
+  const expected = [...want].sort();
+  const ofBackend = (view: string[]) => view.filter((l) => l.startsWith(`${backend} `)).map((l) => l.slice(backend.length + 1));
+  const same = (a: string[]) => a.length === expected.length && a.every((x, i) => x === expected[i]);
+  const at: (number | null)[] = lbs.map(() => null);
+  await waitFor(
+    async () => {
+      const views = await Promise.all(lbs.map((lb) => serverView(lb, { includeDown: o.includeDown })));
+      const now = Date.now();
+      views.forEach((v, i) => {
+        if (at[i] === null && same(ofBackend(v))) at[i] = now - since;
+      });
+      return at.every((t) => t !== null);
+    },
+    { timeoutMs: o.timeoutMs ?? 10_000, intervalMs: 10, what: `every instance routing ${expected.join(' ')}`, signal: o.signal },
+  ).catch(async (err: unknown) => {
+    if (o.signal?.aborted) throw err;
+    const now = await Promise.all(lbs.map(async (lb) => ofBackend(await serverView(lb))));
+    throw new Error(`${(err as Error).message}; routed now: ${JSON.stringify(now)}`);
+  });
+  return at as number[];
+}

@@ -18,6 +18,7 @@ import {
   serverView,
   startLoad,
   killProcess,
+  routedAt,
   type Host,
   type EtcdCluster,
   type EtcdMember,
@@ -48,30 +49,12 @@ async function routed(): Promise<string[][]> {
   return (await Promise.all(lbs.map((lb) => serverView(lb)))).map(ofBackend);
 }
 
-const same = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
-
 /**
  * Waits until every instance routes exactly `want` (each address once); returns when each got
  * there (ms after `since`). `includeDown`: servers HAProxy has but finds down count too.
  */
-async function convergeAll(want: string[], since: number, timeoutMs = 10_000, on: LbInstance[] = lbs, includeDown = false): Promise<number[]> {
-  const expected = [...want].sort();
-  const at: (number | null)[] = on.map(() => null);
-  await waitFor(
-    async () => {
-      const views = await Promise.all(on.map((lb) => serverView(lb, { includeDown })));
-      const now = Date.now();
-      views.forEach((v, i) => {
-        if (at[i] === null && same(ofBackend(v), expected)) at[i] = now - since;
-      });
-      return at.every((t) => t !== null);
-    },
-    { timeoutMs, intervalMs: 10, what: `every instance routing ${expected.join(' ')}` },
-  ).catch(async (err: unknown) => {
-    throw new Error(`${(err as Error).message}; routed now: ${JSON.stringify(await routed())}`);
-  });
-  return at as number[];
-}
+const convergeAll = (want: string[], since: number, timeoutMs = 10_000, on: LbInstance[] = lbs, includeDown = false): Promise<number[]> =>
+  routedAt(on, BACKEND, want, since, { timeoutMs, includeDown });
 
 function loadAll(): LoadRun {
   return startLoad(
