@@ -17,6 +17,7 @@ import { churn, type ChurnResult } from './churn.js';
 import { reloads, type ReloadsResult } from './reloads.js';
 import { burst, type BurstResult } from './burst.js';
 import { scale, type ScaleResult } from './scale.js';
+import { cluster, type ClusterResult } from './cluster.js';
 import { etcdClient, log, machine, round, type Dist } from './lib.js';
 import { MEASURES, type Args, type Ctx, type Measure } from './setup.js';
 
@@ -38,6 +39,7 @@ const USAGE = `npm run bench -- [flags]
   --grow-to <n>           scale: grow one backend from 1 to n upstreams (200)
   --grow-gap <ms>         scale: pause between two growth puts (10)
   --grow-consolidate <d>  scale: the shortened --consolidate-after (1s)
+  --cluster-changes <n>   cluster: changes measured across 2 instances (quick 20, full 100; needs root)
   --[no-]wait-consolidation  scale: wait for the default 60 s consolidation (full: yes, quick: no)
   --haproxy-bin <path>    HAProxy executable (env HAPROXY_BIN; default haproxy on PATH)
   --etcd-bin <path>       etcd executable (env ETCD_BIN; default etcd on PATH; etcdctl: ETCDCTL_BIN)`;
@@ -63,6 +65,7 @@ function parseArgs(argv: string[]): Args {
     growGapMs: 10,
     growConsolidate: '1s',
     waitConsolidation: !quick,
+    clusterChanges: quick ? 20 : 100,
   };
   const num = (name: string, v: string | undefined, min = 1): number => {
     const n = Number(v);
@@ -98,6 +101,7 @@ function parseArgs(argv: string[]): Args {
       case '--grow-to': a.growTo = num('grow-to', v(), 2); break;
       case '--grow-gap': a.growGapMs = num('grow-gap', v(), 0); break;
       case '--grow-consolidate': a.growConsolidate = v() ?? '1s'; break;
+      case '--cluster-changes': a.clusterChanges = num('cluster-changes', v(), 2); break;
       case '--wait-consolidation': a.waitConsolidation = true; break;
       case '--no-wait-consolidation': a.waitConsolidation = false; break;
       // testkit reads the executables from the environment (one owner); the flag sets it.
@@ -124,6 +128,7 @@ export interface Results {
   reloads?: ReloadsResult;
   burst?: { updater: BurstResult; confd: BurstResult };
   scale?: ScaleResult;
+  cluster?: ClusterResult;
   /** 1-minute load average before and after the run (the benchmark itself adds ~2-3). */
   loadAverage?: { before: number; after: number };
   errors: Record<string, string>;
@@ -214,6 +219,16 @@ function table(r: Results): string {
       rows.push([`  all ${g.to} in HAProxy / UP s; slots, overflow at end`, `${f1(g.allConfiguredS)} / ${f1(g.allUpS)}; ${g.slotsAtEnd}, ${g.overflowAtEnd}`, '', '']);
     }
   }
+  if (r.cluster) {
+    const c = r.cluster;
+    if ('skipped' in c) rows.push(['cluster: skipped', c.skipped, '', '']);
+    else {
+      if (r.scale) sep();
+      rows.push([`cluster ${c.instances} instances, ${c.changes} changes: spread p50/p99 ms`, `${f1(c.spreadMs.p50)} / ${f1(c.spreadMs.p99)}`, '', '']);
+      rows.push(['cluster: first instance routed p50/p99 ms', `${f1(c.convergenceMs.p50)} / ${f1(c.convergenceMs.p99)}`, '', '']);
+      rows.push(['cluster: leader killed -> change routed everywhere s', f1(c.failoverS), '', '']);
+    }
+  }
   for (const [k, v] of Object.entries(r.errors)) rows.push([`${k}: ERROR`, v.slice(0, 120), '', '']);
   const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((row) => (row[i] ?? '').length)));
   return rows
@@ -288,6 +303,7 @@ async function main(): Promise<number> {
     results.reloads = await run('reloads', () => reloads(ctx));
     results.burst = await run('burst', async () => ({ updater: await burst(ctx, 'updater'), confd: await burst(ctx, 'confd') }));
     results.scale = await run('scale', () => scale(ctx));
+    results.cluster = await run('cluster', () => cluster(ctx));
   } finally {
     ctx.client.close();
     await etcd.destroy();

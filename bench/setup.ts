@@ -4,7 +4,7 @@ import path from 'node:path';
 import { freePort, killHaproxy, removeDir, startUpdater, tempDir, type EtcdHandle, type UpdaterHandle } from '../testkit/index.js';
 import { ConfdBaseline } from './confd.js';
 
-export const MEASURES = ['convergence', 'churn', 'reloads', 'burst', 'scale'] as const;
+export const MEASURES = ['convergence', 'churn', 'reloads', 'burst', 'scale', 'cluster'] as const;
 export type Measure = (typeof MEASURES)[number];
 
 export interface Args {
@@ -37,6 +37,8 @@ export interface Args {
   growConsolidate: string;
   /** Wait for the default (60 s) consolidation reload after growth. */
   waitConsolidation: boolean;
+  /** Cluster: changes whose cross-instance spread is measured. */
+  clusterChanges: number;
 }
 
 export interface Ctx {
