@@ -11,6 +11,7 @@
  *   npm run demo                      # ~60 s story
  *   npm run demo -- --short           # ~20 s (what the test runs)
  *   npm run demo -- --duration 90     # longer dwell between steps
+ *   npm run demo -- --cluster         # two load balancers, 3-member etcd, leader killed (root)
  *   npm run demo -- --keep            # leave the stack running for exploration (Ctrl-C ends)
  *   npm run demo -- --haproxy-bin /opt/haproxy-3.0/sbin/haproxy
  *
@@ -25,6 +26,7 @@ import { restoreLogLevel } from './quiet.js';
 import { BIN_ENV, haproxyBin, isolateChildren } from '../../testkit/index.js';
 import { parseOptions, usage, type Options } from './options.js';
 import { Demo } from './stack.js';
+import { ClusterDemo } from './cluster.js';
 
 async function main(): Promise<number> {
   let o: Options | null;
@@ -44,7 +46,7 @@ async function main(): Promise<number> {
   // Children in their own process group: a terminal's Ctrl-C reaches only the demo, which
   // then stops the traffic before the processes it goes through.
   isolateChildren(true);
-  const demo = new Demo(o);
+  const demo = o.cluster ? new ClusterDemo(o) : new Demo(o);
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     if (++signals === 1) demo.abort(sig);

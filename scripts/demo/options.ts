@@ -12,10 +12,15 @@ export interface Options {
   outageMs: number | null;
   /** --haproxy-bin: the HAProxy executable (sets HAPROXY_BIN for testkit and the updater). */
   haproxyBin: string | null;
+  /** --cluster: two load balancers on a 3-member etcd in network namespaces (root). Default false. */
+  cluster: boolean;
 }
 
 export function usage(): string {
-  return `usage: npm run demo -- [--short] [--duration <s>] [--outage <s>] [--keep] [--haproxy-bin <path>]
+  return `usage: npm run demo -- [--cluster] [--short] [--duration <s>] [--outage <s>] [--keep] [--haproxy-bin <path>]
+  --cluster            the story on two load balancers (HAProxy + updater each) and a
+                       3-member etcd cluster in network namespaces, the etcd leader killed
+                       on screen; needs root (not with --keep)
   --short              short story (~20 s of traffic), as the test runs it
   --duration <s>       length of the traffic phase in seconds (default 60; 15-600)
   --outage <s>         how long etcd stays down in step 6 (default 6, --short 3; 1-60).
@@ -29,7 +34,7 @@ export function usage(): string {
 
 /** Parses argv; null for --help; throws on bad input, naming the flag. */
 export function parseOptions(argv: string[]): Options | null {
-  const o: Options = { durationS: 60, keep: false, keepMaxS: 3600, short: false, outageMs: null, haproxyBin: null };
+  const o: Options = { durationS: 60, keep: false, keepMaxS: 3600, short: false, outageMs: null, haproxyBin: null, cluster: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = () => {
@@ -48,11 +53,13 @@ export function parseOptions(argv: string[]): Options | null {
       o.short = true;
       o.durationS = 20;
     } else if (a === '--keep') o.keep = true;
+    else if (a === '--cluster') o.cluster = true;
     else if (is('--duration')) o.durationS = seconds('--duration', 15, 600);
     else if (is('--outage')) o.outageMs = seconds('--outage', 1, 60) * 1000;
     else if (is('--haproxy-bin')) o.haproxyBin = value();
     else if (a === '--help' || a === '-h') return null;
     else throw new Error(`unknown argument '${a}'\n${usage()}`);
   }
+  if (o.cluster && o.keep) throw new Error('--keep: not supported with --cluster (the test hosts exist only while the demo runs)');
   return o;
 }

@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -160,5 +160,42 @@ test('Ctrl-C mid-story: traffic and processes stop at once, summary says aborted
   assert.ok(s.pids.etcd.length >= 1 && s.pids.updater > 0 && s.pids.haproxy.length >= 2 && s.pids.registrars.length >= 5, JSON.stringify(s.pids));
   assert.deepEqual(s.leftover, []);
   const alive = alivePids(s);
+  assert.deepEqual(alive, [], `processes left running: ${alive.join(',')}`);
+});
+
+test('npm run demo -- --cluster --short: two load balancers, etcd leader killed, 0 failed, no process or namespace left', { timeout: 150_000, skip: process.getuid?.() !== 0 ? 'the cluster demo builds network namespaces: needs root' : false }, async (t) => {
+  const r = await runDemo(['--cluster', '--short'], 110_000);
+  const tail = `\n--- stdout (tail) ---\n${r.stdout.split('\n').slice(-60).join('\n')}\n--- stderr ---\n${r.stderr.slice(-3000)}`;
+  const line = r.stdout.split('\n').filter((l) => l.startsWith('DEMO-SUMMARY ')).at(-1);
+  assert.ok(line, `no DEMO-SUMMARY line${tail}`);
+  const s = JSON.parse(line.slice('DEMO-SUMMARY '.length)) as {
+    ok: number;
+    failed: number;
+    failures: unknown;
+    membershipReloads: number;
+    structuralReloads: number;
+    changes: { what: string; first: number; last: number }[];
+    failoverMs: number | null;
+    steps: number;
+    error: string | null;
+    netPrefix: string;
+    pids: number[];
+    leftover: number[];
+    leftoverNamespaces: string[];
+  };
+  t.diagnostic(`ok=${s.ok} failed=${s.failed} failoverMs=${s.failoverMs} spreads=${s.changes.map((c) => c.last - c.first).join(',')}`);
+  assert.equal(r.code, 0, `exit code ${r.code} (signal ${r.signal})${tail}`);
+  assert.equal(s.error, null, tail);
+  assert.equal(s.steps, 6, 'the whole story played');
+  assert.equal(s.failed, 0, `failed requests ${JSON.stringify(s.failures)}${tail}`);
+  assert.ok(s.ok > 100, `traffic went through both load balancers: ${s.ok}`);
+  assert.equal(s.membershipReloads, 0, 'no reload for membership changes');
+  assert.ok(s.structuralReloads >= 2, `the new service reloaded each instance: ${s.structuralReloads}`);
+  assert.ok(s.failoverMs !== null && s.failoverMs > 0, 'the change written during the leader failover reached both');
+  // Nothing left: checked here, not only by the demo's own account.
+  const netns = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
+  assert.ok(s.netPrefix && !netns.includes(s.netPrefix), `namespaces left: ${netns}`);
+  assert.ok(s.pids.length >= 6, `PIDs reported: ${s.pids.join(',')}`);
+  const alive = s.pids.filter((p) => ['etcd', 'node', 'haproxy'].includes(comm(p) ?? ''));
   assert.deepEqual(alive, [], `processes left running: ${alive.join(',')}`);
 });
