@@ -162,7 +162,8 @@ export function plan(desired: Registry, observedRaw: ObservedState, ctx: PlanCon
     const placement = placeNewService(svc, { ...dyn, refused: ctx.runtimeRefused?.has(be) ?? false });
     if (placement.kind === 'runtime') {
       addBackendAtRuntime(p, be, svc);
-      created.add(be);
+      // With hold, its domains are routed once a server is UP (a later pass, see planMaps).
+      if (!ctx.holdUntilHealthy) created.add(be);
     } else {
       p.reasons.push({ kind: 'service-added', backend: be, detail: `new backend, ${distinctCount(svc.upstreams.values())} upstream(s); reload: ${placement.why}`, urgent: true });
     }
@@ -564,7 +565,14 @@ function planMaps(
     const want = new Map<string, string>();
     const cur = map === 'hosts' ? observed.hostsMap : observed.sniMap;
     const target = map === 'hosts' ? dm.hosts : dm.sni;
+    const routed = new Set(cur.values());
     for (const [k, v] of target) {
+      if (!routed.has(v) && warmingOnly(observed.backends.get(v))) {
+        // A backend nothing routes to yet (added at runtime, hold until healthy): its first
+        // domain waits for its first UP server rather than answering 503 meanwhile.
+        p.pending = true;
+        continue;
+      }
       if (exists(v)) {
         want.set(k, v);
         continue;
@@ -594,6 +602,12 @@ function planMaps(
     }
   }
   return out;
+}
+
+/** A backend with no UP server and at least one whose checks have not failed yet. */
+function warmingOnly(ob: ObservedBackend | undefined): boolean {
+  if (!ob || ob.servers.some((s) => s.up && !s.maint)) return false;
+  return ob.servers.some((s) => !checkFailed(s) && !isClearedAddr(s.addr, s.port));
 }
 
 /**

@@ -86,3 +86,21 @@ test('removed service on 3.4: map entry out, unpublish, drain; once idle del ser
   assert.deepEqual(old.reasons.map((r) => r.kind), ['service-removed']);
   assert.equal(brief(old.ops).some((o) => o.includes('backend')), false);
 });
+
+test('hold until healthy: the new backend\'s domains wait for its first UP server', () => {
+  const first = plan(reg(a, b), aObs(), ctx({ dynamicBackends: true, holdUntilHealthy: true }));
+  assert.equal(brief(first.ops).some((o) => o.startsWith('map-add hosts b.example')), false);
+  assert.equal(brief(first.ops).some((o) => o.startsWith('set-state http-b')), false, 'servers stay in maint until checked');
+  assert.equal(first.pending, true);
+  const bObs = (upNow: boolean) =>
+    observed(
+      [
+        backendOf(a, 4, [activeSlot('http-a', 1, '10.0.0.1:80')]),
+        backendOf(b, 2, [activeSlot('http-b', 1, '10.0.0.3:80', { up: upNow, checkStatus: upNow ? 'L4OK' : 'INI' }), activeSlot('http-b', 2, '10.0.0.2:80', { up: false, checkStatus: 'INI' })]),
+      ],
+      { 'a.example': 'http-a' },
+    );
+  const c = ctx({ dynamicBackends: true, holdUntilHealthy: true });
+  assert.equal(brief(plan(reg(a, b), bObs(false), c).ops).includes('map-add hosts b.example http-b'), false);
+  assert.equal(brief(plan(reg(a, b), bObs(true), c).ops).includes('map-add hosts b.example http-b'), true);
+});
