@@ -18,6 +18,10 @@
  *   non-urgent `service-removed` (the backend goes at the next reload).
  * - service added / sslpass toggled / structure hash differs → urgent reason; no runtime
  *   ops for the upstreams of a backend that does not exist yet.
+ * - with `ctx.dynamicBackends` (3.4+) and no urgent reason otherwise: a new service that fits
+ *   the named defaults is added at runtime (add-backend, servers, publish-backend), and a
+ *   removed one leaves at runtime (unpublish-backend, drain, del-server, del-backend); the
+ *   choice is `placeNewService` / `placeRemovedService` (dynamic.ts).
  *
  * ## Op order within a plan (make before break)
  * 1. "make": per desired backend (by name): weights, activations, additions into slots,
