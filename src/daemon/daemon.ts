@@ -27,7 +27,7 @@ import {
   type PlanContext,
   type ReloadCause,
 } from '../reconcile/index.js';
-import { renderConfig, tcpListeners, configIdentity, type RenderSettings, type Rendered } from '../render/index.js';
+import { renderConfig, tcpListeners, configIdentity, staticBackendRefs, type RenderSettings, type Rendered } from '../render/index.js';
 import { Reloader, createGuard, ReloadLimiter, haproxyVersion, type ReloadGuard } from '../reload/index.js';
 import { observe } from './observe.js';
 import { applyOps, type ApplyResult } from './apply.js';
@@ -348,6 +348,7 @@ export class Daemon {
       // New settings need a reload anyway; a runtime add would write them to disk unreloaded.
       dynamicBackends: this.#version.current.capabilities.dynamicBackends && !this.#settingsChanged(),
       runtimeRefused: this.#runtimeRefused,
+      staticRefs: staticBackendRefs(this.#appliedConfig),
     };
     const p = makePlan(registry, observed, ctx);
     this.#drainStartedAt = p.drainStartedAt;

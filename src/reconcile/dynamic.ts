@@ -7,7 +7,7 @@
  * whose backend needs lines of its own (health check, another balance) or that the
  * frontends must know about (tcp ports, `url_reg`, passthrough) still costs a reload.
  */
-import { DEFAULT_OPTIONS, type Service } from '../model.js';
+import { DEFAULT_OPTIONS, DEFAULT_SERVICE, type Service } from '../model.js';
 
 export type ServicePlacement =
   | { readonly kind: 'runtime' }
@@ -25,6 +25,7 @@ export interface PlacementInput {
 /** Why the backend of `svc` needs config lines a runtime-added backend cannot have; null = none. */
 export function runtimeAddProblem(svc: Service): string | null {
   if (svc.kind === 'tcp') return 'tcp service: its ports need a frontend';
+  if (svc.name === DEFAULT_SERVICE) return 'the default service: the frontends name it in default_backend';
   if (svc.sslPassthrough) return 'sslpass: needs a tcp-mode backend and the SNI frontend';
   if (svc.urlReg !== null) return 'url_reg: needs a use_backend rule';
   if (svc.options.balance !== DEFAULT_OPTIONS.balance) return `balance ${svc.options.balance}: not the defaults' ${DEFAULT_OPTIONS.balance}`;
@@ -41,7 +42,14 @@ export function placeNewService(svc: Service, i: PlacementInput): ServicePlaceme
   return problem === null ? { kind: 'runtime' } : { kind: 'reload', why: problem };
 }
 
-/** A removed service: `unpublish`/`del backend` at runtime, or dropped at the next reload. */
-export function placeRemovedService(i: Omit<PlacementInput, 'refused'>): ServicePlacement['kind'] {
-  return i.dynamicBackends && !i.reloadAnyway ? 'runtime' : 'reload';
+/**
+ * A removed service's backend: `unpublish`/`del backend` at runtime, or dropped at the next
+ * reload when the running config names it in a rule (`default_backend` of the default
+ * service or a tcp frontend, `use_backend ... if url_reg`): that rule goes only with a reload.
+ */
+export function placeRemovedService(
+  backend: string,
+  i: Omit<PlacementInput, 'refused'> & { readonly staticRefs: ReadonlySet<string> },
+): ServicePlacement['kind'] {
+  return i.dynamicBackends && !i.reloadAnyway && !i.staticRefs.has(backend) ? 'runtime' : 'reload';
 }

@@ -176,9 +176,8 @@ export function plan(desired: Registry, observedRaw: ObservedState, ctx: PlanCon
   const gone = [...observed.backends.values()]
     .filter((ob) => !desiredBackends.has(ob.name) && MANAGED_BACKEND_RE.test(ob.name))
     .sort((a, b) => a.name.localeCompare(b.name));
-  const removeAtRuntime = placeRemovedService(dyn) === 'runtime';
   for (const ob of gone) {
-    if (removeAtRuntime) {
+    if (placeRemovedService(ob.name, { ...dyn, staticRefs: ctx.staticRefs ?? new Set() }) === 'runtime') {
       removeBackendAtRuntime(p, ob);
       continue;
     }

@@ -158,6 +158,8 @@ export interface PlanContext {
    * `dynamicBackends`, and the running config has the daemon's current settings). Default false.
    */
   readonly dynamicBackends?: boolean;
+  /** Backends the running config names in a rule (default_backend, use_backend ... if): never deleted at runtime. Default empty. */
+  readonly staticRefs?: ReadonlySet<string>;
   /** Backends whose runtime creation HAProxy refused since the last reload: they wait for one. Default empty. */
   readonly runtimeRefused?: ReadonlySet<string>;
 }

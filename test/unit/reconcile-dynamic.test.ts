@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { NAMED_DEFAULTS } from '../../src/model.js';
+import { staticBackendRefs } from '../../src/render/index.js';
 import { plan, placeNewService, placeRemovedService, runtimeAddProblem } from '../../src/reconcile/index.js';
 import { activeSlot, backendOf, brief, ctx, freeSlot, http, observed, reg, tcp, up } from './reconcile-helpers.js';
 
@@ -19,8 +20,17 @@ test('placement: runtime only with the capability, no refusal, no other reload a
   assert.match(runtimeAddProblem(http('r', [], { urlReg: '^/x' })) ?? '', /url_reg/);
   assert.match(runtimeAddProblem(http('h', [], { options: { healthPath: '/h' } })) ?? '', /httpchk/);
   assert.match(runtimeAddProblem(http('l', [], { options: { balance: 'leastconn' } })) ?? '', /balance/);
-  assert.equal(placeRemovedService({ dynamicBackends: true, reloadAnyway: false }), 'runtime');
-  assert.equal(placeRemovedService({ dynamicBackends: true, reloadAnyway: true }), 'reload');
+  assert.match(runtimeAddProblem(http('default', [])) ?? '', /default_backend/);
+  const rm = { dynamicBackends: true, reloadAnyway: false, staticRefs: new Set(['http-default', 'http-special']) };
+  assert.equal(placeRemovedService('http-b', rm), 'runtime');
+  assert.equal(placeRemovedService('http-b', { ...rm, reloadAnyway: true }), 'reload');
+  assert.equal(placeRemovedService('http-b', { ...rm, dynamicBackends: false }), 'reload');
+  assert.equal(placeRemovedService('http-default', rm), 'reload');
+  assert.equal(placeRemovedService('http-special', rm), 'reload');
+  assert.deepEqual(
+    [...staticBackendRefs('frontend f\n    use_backend http-special if { url_reg -f /x }\n    use_backend %[var(txn.host),map(/m)]\n    default_backend no-route\n')].sort(),
+    ['http-special', 'no-route'],
+  );
 });
 
 test('new service on 3.4: add backend, servers, publish, then its map entries; no reload', () => {
