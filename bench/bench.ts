@@ -209,6 +209,7 @@ function table(r: Results): string {
     rows.push(['scale: updater RSS MiB after sync', f1(s.updaterRssMiB), '', '']);
     rows.push(['scale: HAProxy worker RSS MiB', f1(s.haproxyWorkerRssMiB), '', '']);
     rows.push(['scale: new service at scale, put -> routed s', f1(s.newServiceS), '', '']);
+    rows.push(['scale: new service at scale, HAProxy reloads', String(s.newServiceReloads), '', '']);
     for (const g of s.growth) {
       rows.push([
         `grow 1->${g.to}, consolidate-after ${g.consolidateAfter}: reloads`,

@@ -45,6 +45,8 @@ export interface ScaleResult {
   haproxyWorkerRssMiB: number | null;
   reloadsDuringColdStart: number | null;
   newServiceS: number | null;
+  /** HAProxy reloads (master CLI) from the new service's put to its routing: 0 on 3.4+ (add backend at runtime), 1 before. */
+  newServiceReloads: number;
   growth: GrowthResult[];
 }
 
@@ -112,12 +114,14 @@ async function coldStart(ctx: Ctx): Promise<Omit<ScaleResult, 'growth'>> {
     const haproxyWorkerRssMiB = view.workers[0] ? await rssMiB(view.workers[0]) : null;
 
     // One structural change at this size: a new service, put → routed.
+    const reloadsBefore = (await viewOf(d.u.masterSocket)).reloads;
     const t1 = Date.now();
     await client.put(`${prefix}/http-services/znew/domain`).value('znew.scale.test');
     await client.put(`${prefix}/http-services/znew/upstreams/a`).value(`127.0.0.1:${live.port}`);
     const routed = await until(async () => (await httpGet(d.u.httpPort, 'znew.scale.test')) === 'scale-new', 120_000, 20);
     const newServiceS = routed ? (Date.now() - t1) / 1000 : null;
-    log(`scale: new service routed after ${newServiceS} s`);
+    const newServiceReloads = (await viewOf(d.u.masterSocket)).reloads - reloadsBefore;
+    log(`scale: new service routed after ${newServiceS} s, ${newServiceReloads} reload(s)`);
     return {
       services: S,
       upstreamsPer: U,
@@ -129,6 +133,7 @@ async function coldStart(ctx: Ctx): Promise<Omit<ScaleResult, 'growth'>> {
       haproxyWorkerRssMiB,
       reloadsDuringColdStart: view.reloads,
       newServiceS,
+      newServiceReloads,
     };
   } finally {
     await d.close();

@@ -34,6 +34,8 @@ export const SCENARIOS: ReadonlyArray<{ name: string; files: readonly string[] }
   { name: 'etcd outage', files: ['watch-outage', 'e2e'] },
   { name: 'config goldens pass haproxy -c', files: ['unit:render-golden'] },
   { name: 'version + capabilities (show info, metric)', files: ['versions', 'unit:runtime-capabilities'] },
+  // On legs < 3.4 the same file asserts exactly one reload for the new service.
+  { name: 'new service without reload (3.4+)', files: ['dynamic-backend', 'unit:reconcile-dynamic'] },
 ];
 
 export interface Leg {

@@ -108,6 +108,13 @@ export class ProxyDisabledError extends UpdaterError {
 export class ServerNotInMaintenanceError extends UpdaterError {
   readonly code = 'E_SERVER_NOT_IN_MAINT';
 }
+/**
+ * A dynamic-backend command (`add/publish/unpublish/del backend`, 3.4+) was refused, e.g. a
+ * used name or a backend that still has servers. The daemon falls back to a reload.
+ */
+export class BackendRefusedError extends UpdaterError {
+  readonly code = 'E_BACKEND_REFUSED';
+}
 /** `del server` with connections still attached: retry once they are gone. */
 export class ServerBusyError extends UpdaterError {
   readonly code = 'E_SERVER_BUSY';
@@ -243,6 +250,9 @@ export const REPLY_ERRORS: ReadonlyArray<{ match: RegExp; cls: ReplyErrorClass }
   { match: /^Backend is using a static LB algorithm/, cls: StaticLoadBalancingError },
   { match: /^Backend must use a dynamic load balancing/, cls: StaticLoadBalancingError },
   { match: /^Unknown command/, cls: UnknownCommandError },
+  // dynamic backends (3.4.7, tried by hand: /work/shared/haproxy-3.x-notes.md)
+  { match: /^Error during backend creation/, cls: BackendRefusedError },
+  { match: /^Only a backend without server can be deleted/, cls: BackendRefusedError },
   { match: /^Proxy is disabled\./, cls: ProxyDisabledError },
   { match: /^Only servers in maintenance mode can be deleted\./, cls: ServerNotInMaintenanceError },
   { match: /^Server still has connections attached/, cls: ServerBusyError },

@@ -152,6 +152,11 @@ export function slotCapacity(needed: number, minSlots: number, keep = 0): number
 
 /** Prefix of the `server-template` slot names (`s1`..`sN`). */
 export const SLOT_PREFIX = 's';
+/**
+ * Name of the config's one (named) defaults section: every proxy of the file inherits it,
+ * and on 3.4+ `add backend <be> from <this>` gives a runtime-added backend the same settings.
+ */
+export const NAMED_DEFAULTS = 'svc-defaults';
 /** Prefix of runtime-added overflow servers (`x1`..), which do not survive a reload. */
 export const OVERFLOW_PREFIX = 'x';
 

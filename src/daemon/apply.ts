@@ -19,6 +19,10 @@ import {
   addMap,
   setMap,
   delMap,
+  addBackend,
+  publishBackend,
+  unpublishBackend,
+  delBackend,
 } from '../runtime/index.js';
 import { mapFileText, checkTiming, type RenderSettings } from '../render/index.js';
 import { atomicWrite } from '../reload/index.js';
@@ -76,6 +80,14 @@ function toCommand(op: Op, settings: Pick<RenderSettings, 'hostsMap' | 'sniMap' 
       return delMap(mapFile(op.map, settings), op.key);
     case 'write-map-file':
       return null;
+    case 'add-backend':
+      return addBackend(op.backend, op.from);
+    case 'publish-backend':
+      return publishBackend(op.backend);
+    case 'unpublish-backend':
+      return unpublishBackend(op.backend);
+    case 'del-backend':
+      return delBackend(op.backend);
   }
 }
 

@@ -27,10 +27,10 @@ import {
   type PlanContext,
   type ReloadCause,
 } from '../reconcile/index.js';
-import { renderConfig, tcpListeners, configIdentity, type RenderSettings, type Rendered } from '../render/index.js';
+import { renderConfig, tcpListeners, configIdentity, staticBackendRefs, type RenderSettings, type Rendered } from '../render/index.js';
 import { Reloader, createGuard, ReloadLimiter, haproxyVersion, type ReloadGuard } from '../reload/index.js';
 import { observe } from './observe.js';
-import { applyOps } from './apply.js';
+import { applyOps, type ApplyResult } from './apply.js';
 import { ManagedHaproxy } from './haproxy-process.js';
 import { settingsChanged, stampConfig } from './settings-stamp.js';
 import { CertSync, type PassResult } from '../certs/sync.js';
@@ -95,6 +95,8 @@ export class Daemon {
   #refusedConfig: string | null = null;
   /** Why it was refused (haproxy -c's message, a port taken...), for /readyz. */
   #refusedWhy = '';
+  /** Backends whose runtime `add backend` path HAProxy refused: a reload adds them (cleared by a reload). */
+  #runtimeRefused = new Set<string>();
   /** `--certs`: certificates changed at runtime; its passes run on #queue. */
   #certs: CertSync | null = null;
 
@@ -311,7 +313,7 @@ export class Daemon {
           reloadError = err;
         }
       }
-      await this.#apply(plan);
+      await this.#apply(plan, registry);
       if (reloadError) throw reloadError;
       this.#updateSlotMetrics(observed);
       // Converged once a pass leaves nothing pending: its operations were applied (a failed
@@ -343,13 +345,17 @@ export class Daemon {
       drainTimeoutMs: this.#o.drainTimeoutMs,
       holdUntilHealthy: this.#o.holdUntilHealthy,
       drainStartedAt: this.#drainStartedAt,
+      // New settings need a reload anyway; a runtime add would write them to disk unreloaded.
+      dynamicBackends: this.#version.current.capabilities.dynamicBackends && !this.#settingsChanged(),
+      runtimeRefused: this.#runtimeRefused,
+      staticRefs: staticBackendRefs(this.#appliedConfig),
     };
     const p = makePlan(registry, observed, ctx);
     this.#drainStartedAt = p.drainStartedAt;
     return p;
   }
 
-  async #apply(plan: Plan): Promise<void> {
+  async #apply(plan: Plan, registry: Registry): Promise<void> {
     if (plan.ops.length === 0) return;
     const results = await applyOps(this.#runtime, plan.ops, this.#o.render, { waitSrvRemovable: this.#version.current.capabilities.waitSrvRemovable });
     for (const r of results) this.metrics.runtimeCommands.inc({ command: r.family, result: r.ok ? 'ok' : r.code });
@@ -357,6 +363,39 @@ export class Daemon {
     if (failed.length) {
       log.warn({ failed: failed.length, first: failed.slice(0, 3) }, 'some runtime commands failed; the next pass re-plans');
       this.#later(250, 'runtime-failures');
+    }
+    await this.#keepConfigInStep(plan, results, registry);
+  }
+
+  /**
+   * After backends were added or removed at runtime (3.4+), the config on disk gets them too,
+   * so a later reload keeps them and the next pass reads their structure from it. The planner
+   * does this only when no other reload is wanted, so the file claims nothing HAProxy does not
+   * run. A refused creation is remembered: the next pass plans a reload for that backend.
+   */
+  async #keepConfigInStep(plan: Plan, results: readonly ApplyResult[], registry: Registry): Promise<void> {
+    const created = new Set(plan.ops.filter((o) => o.kind === 'add-backend').map((o) => o.backend));
+    const removed = plan.ops.some((o) => o.kind === 'unpublish-backend' || o.kind === 'del-backend');
+    if (created.size === 0 && !removed) return;
+    for (const r of results) {
+      if (r.ok || !('backend' in r.op) || !created.has(r.op.backend)) continue;
+      if (!this.#runtimeRefused.has(r.op.backend)) {
+        log.warn({ backend: r.op.backend, command: r.family, code: r.code, message: r.message }, 'runtime add of backend refused; falling back to a reload');
+      }
+      this.#runtimeRefused.add(r.op.backend);
+    }
+    for (const r of results) {
+      if (!r.ok && r.op.kind === 'del-backend') log.info({ backend: r.op.backend, message: r.message }, 'del backend refused; the backend goes at the next reload');
+    }
+    if ([...created].some((be) => this.#runtimeRefused.has(be))) return;
+    try {
+      const rendered = this.#render(plan.capacity, registry);
+      await this.#reloader!.write(rendered);
+      this.#appliedConfig = rendered.config;
+      log.info({ added: [...created], removedAtRuntime: removed }, 'backends changed at runtime; config on disk kept in step (no reload)');
+    } catch (err) {
+      // The running backends are not in the file: the next pass sees no structure for them and reloads.
+      log.error({ err }, 'writing the config after a runtime backend change failed');
     }
   }
 
@@ -400,6 +439,7 @@ export class Daemon {
       const result = await this.#reloader!.reload(rendered, reasons);
       this.#limiter.record(Date.now());
       this.#appliedConfig = rendered.config;
+      this.#runtimeRefused.clear();
       this.#refusedConfig = null;
       this.#deferredSince = 0;
       count('ok');

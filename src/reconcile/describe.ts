@@ -34,6 +34,14 @@ export function describeOp(o: Op): string {
       return `del map ${mapRef(o.map)} ${o.key}`;
     case 'write-map-file':
       return `write ${mapRef(o.map)} (${o.entries.length} entries)`;
+    case 'add-backend':
+      return `add backend ${o.backend} from ${o.from}`;
+    case 'publish-backend':
+      return `publish backend ${o.backend}`;
+    case 'unpublish-backend':
+      return `unpublish backend ${o.backend}`;
+    case 'del-backend':
+      return `del backend ${o.backend}`;
   }
 }
 

@@ -18,6 +18,10 @@
  *   non-urgent `service-removed` (the backend goes at the next reload).
  * - service added / sslpass toggled / structure hash differs → urgent reason; no runtime
  *   ops for the upstreams of a backend that does not exist yet.
+ * - with `ctx.dynamicBackends` (3.4+) and no urgent reason otherwise: a new service that fits
+ *   the named defaults is added at runtime (add-backend, servers, publish-backend), and a
+ *   removed one leaves at runtime (unpublish-backend, drain, del-server, del-backend); the
+ *   choice is `placeNewService` / `placeRemovedService` (dynamic.ts).
  *
  * ## Op order within a plan (make before break)
  * 1. "make": per desired backend (by name): weights, activations, additions into slots,
@@ -37,8 +41,9 @@
  * new one is UP or its check fails. Without hold, a new server is UP at once.
  */
 
-import { backendName, formatAddrPort as fmtAddr, structureHash, type Balance, type Registry, type Service, type Upstream } from '../model.js';
+import { backendName, formatAddrPort as fmtAddr, NAMED_DEFAULTS, SLOT_PREFIX, structureHash, type Balance, type Registry, type Service, type Upstream } from '../model.js';
 import { desiredMaps, MAP_NAMES } from './domains.js';
+import { placeNewService, placeRemovedService } from './dynamic.js';
 import {
   addrKey,
   assignSlots,
@@ -118,6 +123,8 @@ class Pass {
   readonly capacity = new Map<string, number>();
   readonly drainStartedAt = new Map<string, number>();
   readonly summary = emptySummary();
+  /** New services whose backend may be added at runtime (decided once all reasons are known). */
+  readonly newServices: Array<{ be: string; svc: Service }> = [];
   pending = false;
   constructor(readonly ctx: PlanContext) {}
 }
@@ -150,10 +157,30 @@ export function plan(desired: Registry, observedRaw: ObservedState, ctx: PlanCon
     planBackend(p, svc, ob);
   }
 
+  // A runtime add/del writes the desired config to disk without a reload: only when nothing
+  // else asks for a reload now, so the file never claims a structure HAProxy does not run.
+  const reloadAnyway = p.reasons.some((r) => r.urgent);
+  const dyn = { dynamicBackends: ctx.dynamicBackends ?? false, reloadAnyway };
+  const created = new Set<string>();
+  for (const { be, svc } of p.newServices) {
+    const placement = placeNewService(svc, { ...dyn, refused: ctx.runtimeRefused?.has(be) ?? false });
+    if (placement.kind === 'runtime') {
+      addBackendAtRuntime(p, be, svc);
+      // With hold, its domains are routed once a server is UP (a later pass, see planMaps).
+      if (!ctx.holdUntilHealthy) created.add(be);
+    } else {
+      p.reasons.push({ kind: 'service-added', backend: be, detail: `new backend, ${distinctCount(svc.upstreams.values())} upstream(s); reload: ${placement.why}`, urgent: true });
+    }
+  }
+
   const gone = [...observed.backends.values()]
     .filter((ob) => !desiredBackends.has(ob.name) && MANAGED_BACKEND_RE.test(ob.name))
     .sort((a, b) => a.name.localeCompare(b.name));
   for (const ob of gone) {
+    if (placeRemovedService(ob.name, { ...dyn, staticRefs: ctx.staticRefs ?? new Set() }) === 'runtime') {
+      removeBackendAtRuntime(p, ob);
+      continue;
+    }
     const busy = ob.servers.filter((s) => !isFreeSlot(s)).length;
     p.reasons.push({
       kind: 'service-removed',
@@ -164,7 +191,7 @@ export function plan(desired: Registry, observedRaw: ObservedState, ctx: PlanCon
     for (const s of sortServers(ob.servers)) retire(p, s, false, 'service removed');
   }
 
-  const mapOps = planMaps(p, desired, observed, desiredBackends);
+  const mapOps = planMaps(p, desired, observed, desiredBackends, created);
 
   const ops = [...p.make, ...mapOps, ...p.brk];
   const byKind: Partial<Record<OpKind, number>> = {};
@@ -207,7 +234,49 @@ function planMissingBackend(p: Pass, be: string, svc: Service, observed: Observe
       urgent: true,
     });
   } else {
-    p.reasons.push({ kind: 'service-added', backend: be, detail: `new backend, ${n} upstream(s)`, urgent: true });
+    p.newServices.push({ be, svc });
+  }
+}
+
+/**
+ * 3.4+: the new backend from the named defaults, its servers (named like the slots the next
+ * render gives it, so a later reload finds them in the state file), then `publish backend`.
+ * Its map entries follow in the map step.
+ */
+function addBackendAtRuntime(p: Pass, be: string, svc: Service): void {
+  const why = 'new service, added at runtime';
+  p.make.push({ kind: 'add-backend', backend: be, from: NAMED_DEFAULTS, why });
+  const seen = new Set<string>();
+  const upstreams = [...svc.upstreams.values()].sort((a, b) => a.id.localeCompare(b.id));
+  for (const u of upstreams) {
+    const k = addrKey(u.addr, u.port);
+    if (seen.has(k)) continue;
+    seen.add(k);
+    const op = { backend: be, server: `${SLOT_PREFIX}${seen.size}`, why: `${why}: ${u.id} ${fmtAddr(u.addr, u.port)}` };
+    p.make.push({ ...op, kind: 'add-server', addr: u.addr, port: u.port, weight: u.weight, maxconn: svc.options.maxconn });
+    p.make.push({ ...op, kind: 'enable-health' });
+    // With hold, the next pass activates it once checked (slot rules: it is named like a slot).
+    if (u.state === 'ready' && !p.ctx.holdUntilHealthy) p.make.push({ ...op, kind: 'set-state', state: 'ready' });
+    else if (u.state === 'drain') p.make.push({ ...op, kind: 'set-state', state: 'drain' });
+    if (u.state === 'ready' && p.ctx.holdUntilHealthy) p.pending = true;
+  }
+  p.make.push({ kind: 'publish-backend', backend: be, why });
+}
+
+/**
+ * 3.4+: a removed service's backend leaves at runtime: its domains are out of the maps (map
+ * step), then `unpublish backend`, its servers drain and are deleted (slots too: 3.4 deletes
+ * config servers), and `del backend` after the last one.
+ */
+function removeBackendAtRuntime(p: Pass, ob: ObservedBackend): void {
+  const be = ob.name;
+  if (ob.servers.some((s) => !s.maint && !s.drain)) p.brk.push({ kind: 'unpublish-backend', backend: be, why: 'service removed' });
+  const before = p.summary.overflowDeleted;
+  for (const s of sortServers(ob.servers)) retire(p, { ...s, dynamic: true }, false, 'service removed');
+  if (p.summary.overflowDeleted - before === ob.servers.length) {
+    p.brk.push({ kind: 'del-backend', backend: be, why: 'service removed, servers deleted' });
+  } else {
+    p.pending = true;
   }
 }
 
@@ -487,18 +556,26 @@ function planMaps(
   desired: Registry,
   observed: ObservedState,
   desiredBackends: ReadonlyMap<string, Service>,
+  created: ReadonlySet<string>,
 ): Op[] {
   const dm = desiredMaps(desired);
   for (const c of dm.conflicts) {
     p.summary.warnings.push(`${c.map} map: domain ${c.domain} claimed by ${[c.winner, ...c.losers].join(', ')}; ${c.winner} wins`);
   }
-  const exists = (be: string) => observed.backends.has(be);
+  const exists = (be: string) => observed.backends.has(be) || created.has(be);
   const out: Op[] = [];
   for (const map of MAP_NAMES) {
     const want = new Map<string, string>();
     const cur = map === 'hosts' ? observed.hostsMap : observed.sniMap;
     const target = map === 'hosts' ? dm.hosts : dm.sni;
+    const routed = new Set(cur.values());
     for (const [k, v] of target) {
+      if (!routed.has(v) && warmingOnly(observed.backends.get(v))) {
+        // A backend nothing routes to yet (added at runtime, hold until healthy): its first
+        // domain waits for its first UP server rather than answering 503 meanwhile.
+        p.pending = true;
+        continue;
+      }
       if (exists(v)) {
         want.set(k, v);
         continue;
@@ -528,6 +605,12 @@ function planMaps(
     }
   }
   return out;
+}
+
+/** A backend with no UP server and at least one whose checks have not failed yet. */
+function warmingOnly(ob: ObservedBackend | undefined): boolean {
+  if (!ob || ob.servers.some((s) => s.up && !s.maint)) return false;
+  return ob.servers.some((s) => !checkFailed(s) && !isClearedAddr(s.addr, s.port));
 }
 
 /**

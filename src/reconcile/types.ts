@@ -118,9 +118,20 @@ export interface WriteMapFileOp {
   readonly why: string;
 }
 
+interface BackendOpBase { readonly backend: string; readonly why: string }
+/** `add backend <b> from <defaults>` (3.4+): a new service without a reload. */
+export interface AddBackendOp extends BackendOpBase { readonly kind: 'add-backend'; readonly from: string }
+/** `publish backend <b>`: after its servers, before its map entries. */
+export interface PublishBackendOp extends BackendOpBase { readonly kind: 'publish-backend' }
+/** `unpublish backend <b>`: after its map entries are gone, before its servers drain. */
+export interface UnpublishBackendOp extends BackendOpBase { readonly kind: 'unpublish-backend' }
+/** `del backend <b>`: after its last `del server`. */
+export interface DelBackendOp extends BackendOpBase { readonly kind: 'del-backend' }
+
 export type ServerOp = SetAddrOp | SetStateOp | SetWeightOp | SetHealthOp | AddServerOp | EnableHealthOp | DelServerOp;
 export type MapOp = MapAddOp | MapSetOp | MapDelOp | WriteMapFileOp;
-export type Op = ServerOp | MapOp;
+export type BackendOp = AddBackendOp | PublishBackendOp | UnpublishBackendOp | DelBackendOp;
+export type Op = ServerOp | MapOp | BackendOp;
 export type OpKind = Op['kind'];
 
 export type ReloadReasonKind = 'service-added' | 'service-changed' | 'service-removed' | 'capacity' | 'static-lb-capacity';
@@ -142,6 +153,15 @@ export interface PlanContext {
   readonly holdUntilHealthy: boolean;
   /** From the previous plan's `drainStartedAt` (empty after a restart). Key `backend/server`. */
   readonly drainStartedAt: ReadonlyMap<string, number>;
+  /**
+   * The running HAProxy can add and delete backends at runtime (capability
+   * `dynamicBackends`, and the running config has the daemon's current settings). Default false.
+   */
+  readonly dynamicBackends?: boolean;
+  /** Backends the running config names in a rule (default_backend, use_backend ... if): never deleted at runtime. Default empty. */
+  readonly staticRefs?: ReadonlySet<string>;
+  /** Backends whose runtime creation HAProxy refused since the last reload: they wait for one. Default empty. */
+  readonly runtimeRefused?: ReadonlySet<string>;
 }
 
 export interface PlanSummary {

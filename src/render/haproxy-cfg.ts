@@ -28,7 +28,8 @@ global
     tune.ssl.default-dh-param 2048
     ssl-default-bind-options ssl-min-ver TLSv1.2
 
-defaults
+# Named so that a backend added at runtime (3.4+: add backend ... from) gets these settings too.
+defaults <%= it.namedDefaults %>
     mode http
 <% if (it.log) { -%>
     log global

@@ -41,6 +41,20 @@ function* backendLines(configText: string): Generator<{ backend: string; line: s
   }
 }
 
+/**
+ * Backends the config names in a rule (`default_backend <be>`, `use_backend <be> if ...`),
+ * not through a map: HAProxy refuses to delete them at runtime, and dropping them changes
+ * a frontend, which takes a reload.
+ */
+export function staticBackendRefs(configText: string): Set<string> {
+  const out = new Set<string>();
+  for (const line of configText.split('\n')) {
+    const m = /^\s*(?:default_backend|use_backend)\s+([^\s%]\S*)/.exec(line);
+    if (m?.[1]) out.add(m[1]);
+  }
+  return out;
+}
+
 export interface Listener {
   /** `0.0.0.0`, `::` or an IP literal. */
   host: string;

@@ -171,6 +171,8 @@ test('after a structural reload (new service) the same certificates are served',
   const before = await reloads();
   const api = await startBackend('api-0');
   backends.push(api);
+  // A health check needs config lines: a reload on every version (3.4+ adds plain services at runtime).
+  await etcd.ctl('put', `${P}/http-services/api/options`, JSON.stringify({ healthPath: '/health' }));
   await etcd.ctl('put', `${P}/http-services/api/domain`, 'api.test');
   await etcd.ctl('put', `${P}/http-services/api/upstreams/a0`, `127.0.0.1:${api.port}`);
   await waitFor(async () => (await reloads()) > before, { what: 'reload for the new service', timeoutMs: 15_000 });

@@ -28,13 +28,17 @@ import {
   masterView,
   killHaproxy,
   type UpdaterHandle,
+  socketCommand,
 } from '../../testkit/index.js';
+import { capabilitiesFor, parseInfo } from '../../src/runtime/index.js';
 
 const P = '/haproxy-discover';
 let etcd: EtcdHandle;
 let stateDir: string;
 let updater: UpdaterHandle;
 const backends: Backend[] = [];
+/** The leg's HAProxy adds and deletes backends at runtime (3.4+): a new service costs no reload. */
+let dynamic = false;
 
 async function get(host: string, port: number): Promise<{ status: number; body: string }> {
   const r = await runLoad({ url: `http://127.0.0.1:${port}/`, host, maxRequests: 1, concurrency: 1, okStatus: () => true });
@@ -54,6 +58,7 @@ before(async () => {
   for (const b of backends) await etcd.ctl('put', `${P}/http-services/web/upstreams/${b.id}`, `127.0.0.1:${b.port}`);
   updater = await startUpdater({ etcdEndpoint: etcd.endpoint, stateDir });
   await waitFor(async () => (await get('web.test', updater.httpPort)).body.startsWith('web-'), { what: 'web routed', timeoutMs: 15_000 });
+  dynamic = capabilitiesFor(parseInfo(await socketCommand(updater.adminSocket, 'show info')).Version).capabilities.dynamicBackends;
 });
 
 after(async () => {
@@ -121,7 +126,7 @@ test('a new domain for an existing service is routed with zero reloads', async (
   assert.match(map, /^www\.web\.test http-web$/m, 'map file rewritten so a reload keeps the domain');
 });
 
-test('a new service costs exactly one reload, is routed, and no request fails meanwhile', async (t) => {
+test('a new service costs exactly one reload (none on 3.4+), is routed, and no request fails meanwhile', async (t) => {
   const api = await startBackend('api-0');
   t.after(() => api.close());
   const before = await masterView(updater.masterSocket);
@@ -135,7 +140,7 @@ test('a new service costs exactly one reload, is routed, and no request fails me
   const r = await load;
   const after = await masterView(updater.masterSocket);
   t.diagnostic(summarize('load during new service', r));
-  assert.equal(after.reloads - before.reloads, 1, 'exactly one reload');
+  assert.equal(after.reloads - before.reloads, dynamic ? 0 : 1, dynamic ? 'added at runtime: no reload' : 'exactly one reload');
   assert.equal(after.failed, 0);
   assert.equal(r.failed, 0, summarize('load', r));
 });
@@ -252,6 +257,8 @@ test('a render HAProxy refuses changes nothing; membership changes still apply; 
   const extra = await startBackend('web-refused');
   t.after(() => extra.close());
   const before = await masterView(updater.masterSocket);
+  // 3.4+: the service removed by the test before leaves at runtime and rewrites the file; let it finish.
+  if (dynamic) await waitFor(async () => !(await readFile(path.join(stateDir, 'haproxy.cfg'), 'utf8')).includes('backend http-shop\n'), { what: 'http-shop removed at runtime' });
   const cfgBefore = await readFile(path.join(stateDir, 'haproxy.cfg'), 'utf8');
   // Valid for JavaScript (so the watcher accepts it), refused by PCRE2: variable-length lookbehind.
   await etcd.ctl('put', `${P}/http-services/web/url_reg`, '(?<=a+)b');

@@ -26,8 +26,10 @@ test('haproxy_updater_haproxy_info carries the running version and its capabilit
   const infoLines = async () => (await updater.get('/metrics')).body.split('\n').filter((l) => l.startsWith('haproxy_updater_haproxy_info{'));
   assert.deepEqual(await infoLines(), [line]);
 
-  // A new service is structural: one reload, after which the version is read again.
+  // A new service with a health check is structural on every version (3.4+ adds plain ones at
+  // runtime): one reload, after which the version is read again.
   const before = await masterView(updater.masterSocket);
+  await etcd.ctl('put', '/haproxy-discover/http-services/fresh/options', JSON.stringify({ healthPath: '/health' }));
   await etcd.ctl('put', '/haproxy-discover/http-services/fresh/domain', 'fresh.test');
   await waitFor(async () => (await masterView(updater.masterSocket)).reloads > before.reloads, { what: 'a reload', timeoutMs: 15_000 });
   await waitFor(async () => (await updater.get('/readyz')).status === 200, { what: 'ready after the reload', timeoutMs: 15_000 });

@@ -47,6 +47,9 @@ const cases: Array<[reply: string, cls: Function, code: string, recoverable: boo
   ["Can't edit the crt-list: crt-list '/c/l' does not exist!\n", E.CrtListError, 'E_CRT_LIST', false],
   ["Can't delete the entry: certificate '/c/a.pem' is empty!\n", E.CrtListError, 'E_CRT_LIST', false],
   ["didn't find the specified filename\n", E.CrtListError, 'E_CRT_LIST', false],
+  // 3.4.7, tried by hand
+  ["Error during backend creation : name is already used by other proxy 'backend dyn'.\n", E.BackendRefusedError, 'E_BACKEND_REFUSED', false],
+  ['Only a backend without server can be deleted.\n', E.BackendRefusedError, 'E_BACKEND_REFUSED', false],
   ['The command is too big for the buffer size. Please change tune.bufsize in the configuration to use a bigger command.\n', E.PayloadTooLargeError, 'E_PAYLOAD_TOO_LARGE', false],
   ['The command line is too big for the buffer size. Please change tune.bufsize in the configuration to use a bigger command.\n', E.PayloadTooLargeError, 'E_PAYLOAD_TOO_LARGE', false],
 ];

@@ -158,6 +158,12 @@ export function brief(ops: readonly Op[]): string[] {
         return `map-del ${o.map} ${o.key}`;
       case 'write-map-file':
         return `write-map-file ${o.map}`;
+      case 'add-backend':
+        return `add-backend ${o.backend} from ${o.from}`;
+      case 'publish-backend':
+      case 'unpublish-backend':
+      case 'del-backend':
+        return `${o.kind} ${o.backend}`;
     }
   });
 }
@@ -365,7 +371,7 @@ export class Sim {
         this.files[op.map] = new Map(op.entries);
         break;
     }
-    this.checkInvariants(`after ${op.kind} ${'backend' in op ? `${op.backend}/${op.server}` : op.map}`);
+    this.checkInvariants(`after ${op.kind} ${'server' in op ? `${op.backend}/${op.server}` : 'backend' in op ? op.backend : op.map}`);
   }
 
   checkInvariants(where: string): void {
