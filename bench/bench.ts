@@ -42,7 +42,10 @@ const USAGE = `npm run bench -- [flags]
   --cluster-changes <n>   cluster: changes measured across 2 instances (quick 20, full 100; needs root)
   --[no-]wait-consolidation  scale: wait for the default 60 s consolidation (full: yes, quick: no)
   --haproxy-bin <path>    HAProxy executable (env HAPROXY_BIN; default haproxy on PATH)
-  --etcd-bin <path>       etcd executable (env ETCD_BIN; default etcd on PATH; etcdctl: ETCDCTL_BIN)`;
+  --etcd-bin <path>       etcd executable (env ETCD_BIN; default etcd on PATH; etcdctl: ETCDCTL_BIN)
+  --compare-haproxy-bin <path|auto>  scale: cold start + new service again on this HAProxy, side by side
+                          (full: auto = 3.4 from scripts/haproxy-versions.sh; quick: none)
+  --no-compare            scale: no second HAProxy`;
 
 function parseArgs(argv: string[]): Args {
   const quick = argv.includes('--quick');
@@ -66,6 +69,7 @@ function parseArgs(argv: string[]): Args {
     growConsolidate: '1s',
     waitConsolidation: !quick,
     clusterChanges: quick ? 20 : 100,
+    compareHaproxyBin: quick ? null : 'auto',
   };
   const num = (name: string, v: string | undefined, min = 1): number => {
     const n = Number(v);
@@ -107,6 +111,8 @@ function parseArgs(argv: string[]): Args {
       // testkit reads the executables from the environment (one owner); the flag sets it.
       case '--haproxy-bin': process.env.HAPROXY_BIN = v() ?? ''; break;
       case '--etcd-bin': process.env.ETCD_BIN = v() ?? ''; break;
+      case '--compare-haproxy-bin': a.compareHaproxyBin = v() ?? null; break;
+      case '--no-compare': a.compareHaproxyBin = null; break;
       case '-h':
       case '--help':
         console.log(USAGE);
@@ -210,6 +216,12 @@ function table(r: Results): string {
     rows.push(['scale: HAProxy worker RSS MiB', f1(s.haproxyWorkerRssMiB), '', '']);
     rows.push(['scale: new service at scale, put -> routed s', f1(s.newServiceS), '', '']);
     rows.push(['scale: new service at scale, HAProxy reloads', String(s.newServiceReloads), '', '']);
+    if (s.compare) {
+      const c = s.compare;
+      rows.push([`scale on HAProxy ${c.haproxy}: cold start -> all in HAProxy s`, f1(c.coldStartS), '', '']);
+      rows.push([`scale on HAProxy ${c.haproxy}: new service put -> routed s`, f1(c.newServiceS), '', '']);
+      rows.push([`scale on HAProxy ${c.haproxy}: new service HAProxy reloads`, String(c.newServiceReloads), '', '']);
+    }
     for (const g of s.growth) {
       rows.push([
         `grow 1->${g.to}, consolidate-after ${g.consolidateAfter}: reloads`,

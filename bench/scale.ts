@@ -14,8 +14,9 @@
  *   once with the default --consolidate-after (60 s) and once shortened.
  */
 import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { parseDuration } from '../src/config.js';
-import { sleep, startBackend, type Backend } from '../testkit/index.js';
+import { execFileP, sleep, startBackend, type Backend } from '../testkit/index.js';
 
 import { countLive, httpGet, log, putMany, rssMiB, serversState, until, viewOf } from './lib.js';
 import { startDaemon, type Ctx } from './setup.js';
@@ -48,6 +49,8 @@ export interface ScaleResult {
   /** HAProxy reloads (master CLI) from the new service's put to its routing: 0 on 3.4+ (add backend at runtime), 1 before. */
   newServiceReloads: number;
   growth: GrowthResult[];
+  /** The same cold start and new service on a second HAProxy (`--compare-haproxy-bin`), side by side. */
+  compare?: { haproxy: string; haproxyBin: string; coldStartS: number | null; newServiceS: number | null; newServiceReloads: number };
 }
 
 export async function scale(ctx: Ctx): Promise<ScaleResult> {
@@ -60,7 +63,35 @@ export async function scale(ctx: Ctx): Promise<ScaleResult> {
   } finally {
     await Promise.all(backends.map((b) => b.close()));
   }
-  return { ...cold, growth };
+  const compare = await compareOn(ctx);
+  return { ...cold, growth, ...(compare ? { compare } : {}) };
+}
+
+/** The 3.4 executable from scripts/haproxy-versions.sh (downloaded once, then cached). */
+async function versionsBin(name: string): Promise<string> {
+  const script = fileURLToPath(new URL('../scripts/haproxy-versions.sh', import.meta.url));
+  const { stdout } = await execFileP('bash', [script], { maxBuffer: 1 << 20 });
+  const line = stdout.split('\n').find((l) => l.startsWith(`${name}=`));
+  if (!line) throw new Error(`scripts/haproxy-versions.sh printed no ${name}`);
+  return line.slice(name.length + 1);
+}
+
+/** Cold start + new service once more on another HAProxy: testkit reads HAPROXY_BIN at each start. */
+async function compareOn(ctx: Ctx): Promise<ScaleResult['compare'] | null> {
+  const wanted = ctx.args.compareHaproxyBin;
+  if (!wanted) return null;
+  const bin = wanted === 'auto' ? await versionsBin('HAPROXY_BIN_3_4') : wanted;
+  const haproxy = /version (\S+)/.exec((await execFileP(bin, ['-v'])).stdout)?.[1] ?? 'unknown';
+  const saved = process.env.HAPROXY_BIN;
+  process.env.HAPROXY_BIN = bin;
+  try {
+    log(`scale: again on HAProxy ${haproxy} (${bin})`);
+    const r = await coldStart(ctx);
+    return { haproxy, haproxyBin: bin, coldStartS: r.coldStartS, newServiceS: r.newServiceS, newServiceReloads: r.newServiceReloads };
+  } finally {
+    if (saved === undefined) delete process.env.HAPROXY_BIN;
+    else process.env.HAPROXY_BIN = saved;
+  }
 }
 
 async function coldStart(ctx: Ctx): Promise<Omit<ScaleResult, 'growth'>> {

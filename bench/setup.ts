@@ -39,6 +39,12 @@ export interface Args {
   waitConsolidation: boolean;
   /** Cluster: changes whose cross-instance spread is measured. */
   clusterChanges: number;
+  /**
+   * Scale: a second cold start + new service on this HAProxy executable, beside the first
+   * (e.g. 3.4, where a new service needs no reload). `auto`: the 3.4 binary of
+   * scripts/haproxy-versions.sh (full runs); null: none (quick runs).
+   */
+  compareHaproxyBin: string | null;
 }
 
 export interface Ctx {
