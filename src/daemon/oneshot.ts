@@ -7,9 +7,9 @@ import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { backendName, type Registry, type Rejection } from '../model.js';
 import { loadRegistryOnce, type LoadOnceOptions } from '../watch/index.js';
-import { RuntimeClient, MasterClient, type ProcInfo } from '../runtime/index.js';
+import { RuntimeClient, MasterClient, capabilitiesFor, parseInfo, showInfo, summarizeInfo, type ProcInfo } from '../runtime/index.js';
 import { plan as makePlan, describePlan, decideReload, initialCapacity, isClearedAddr, type Plan, type ReloadDecision } from '../reconcile/index.js';
-import { renderConfig, defaultSettings, type RenderSettings, type Rendered } from '../render/index.js';
+import { renderConfig, defaultSettings, staticBackendRefs, type RenderSettings, type Rendered } from '../render/index.js';
 import { atomicWrite } from '../reload/index.js';
 import { observe } from './observe.js';
 import { settingsChanged } from './settings-stamp.js';
@@ -43,7 +43,12 @@ async function observeAt(at: HaproxyAt) {
   const base = defaultSettings(at.stateDir);
   const runtime = new RuntimeClient({ path: at.runtimeSocket ?? base.adminSocket }, { timeoutMs: 5000 });
   const cfg = await readFile(path.join(at.stateDir, 'haproxy.cfg'), 'utf8').catch(() => '');
-  return { observed: await observe(runtime, base, cfg), cfg };
+  // The running version's capabilities decide, as in `run`, whether a new service needs a reload.
+  const caps = await runtime
+    .run(showInfo())
+    .then((text) => capabilitiesFor(summarizeInfo(parseInfo(text)).version))
+    .catch(() => capabilitiesFor(null));
+  return { observed: await observe(runtime, base, cfg), cfg, caps };
 }
 
 export interface PlanOnceOptions extends HaproxyAt {
@@ -61,12 +66,20 @@ export interface PlanOnceOptions extends HaproxyAt {
  */
 export async function planOnce(o: PlanOnceOptions): Promise<{ plan: Plan; decision: ReloadDecision; lines: string[]; rejections: Rejection[] }> {
   const { registry, rejections } = await loadRegistryOnce(o.etcd);
-  const { observed, cfg } = await observeAt(o);
+  const { observed, cfg, caps } = await observeAt(o);
   const now = Date.now();
-  const plan = makePlan(registry, observed, { now, drainTimeoutMs: o.drainTimeoutMs, holdUntilHealthy: o.holdUntilHealthy, drainStartedAt: new Map() });
+  const changed = settingsChanged(cfg, o.settings);
+  const plan = makePlan(registry, observed, {
+    now,
+    drainTimeoutMs: o.drainTimeoutMs,
+    holdUntilHealthy: o.holdUntilHealthy,
+    drainStartedAt: new Map(),
+    dynamicBackends: caps.capabilities.dynamicBackends && !changed,
+    staticRefs: staticBackendRefs(cfg),
+  });
   const { decision } = decideReload({
     plan,
-    settingsChanged: settingsChanged(cfg, o.settings),
+    settingsChanged: changed,
     now,
     deferredSince: 0,
     // Consolidation needs a deferral history, which a one-shot look does not have.
