@@ -122,7 +122,11 @@ test('a new domain for an existing service is routed with zero reloads', async (
   await waitFor(async () => (await get('www.web.test', updater.httpPort)).body.startsWith('web-'), { what: 'new domain routed' });
   const after = await masterView(updater.masterSocket);
   assert.equal(after.reloads, before.reloads);
-  const map = await readFile(path.join(stateDir, 'hosts.map'), 'utf8');
+  // The file is written after the runtime `add map` of the same pass, so a request can be routed before it lands.
+  const map = await waitFor(async () => {
+    const text = await readFile(path.join(stateDir, 'hosts.map'), 'utf8');
+    return /^www\.web\.test http-web$/m.test(text) ? text : '';
+  }, { what: 'hosts.map rewritten', timeoutMs: 3000 }).catch(() => readFile(path.join(stateDir, 'hosts.map'), 'utf8'));
   assert.match(map, /^www\.web\.test http-web$/m, 'map file rewritten so a reload keeps the domain');
 });
 
