@@ -1,8 +1,9 @@
 /**
- * `haproxy-updater <command>`: run, register, deregister, render, plan, status.
+ * `haproxy-updater <command>`: run, register, deregister, render, plan, status, release-hold.
  * Flags and env vars come from the table in config.ts.
  */
 import os from 'node:os';
+import http from 'node:http';
 import path from 'node:path';
 import { readFileSync, readdirSync } from 'node:fs';
 import { parseArgv, Flags, helpText, type Command } from './config.js';
@@ -23,6 +24,8 @@ import {
   type DaemonOptions,
   type RenderSettings,
   type StatusRow,
+  describeUnserved,
+  parseMaxRemoval,
 } from './daemon/index.js';
 import { keepRegistered, deregisterUpstream, parseUpstreamValue } from './watch/index.js';
 
@@ -118,6 +121,8 @@ async function cmdRun(f: Flags): Promise<number> {
     reloadMinIntervalMs: f.ms('reload-min-interval'),
     consolidateAfterMs: f.ms('consolidate-after'),
     coalesceMs: f.ms('coalesce'),
+    maxRemoval: maxRemoval(f),
+    readyGraceMs: f.ms('ready-grace'),
   };
   const listen = f.hostPort('listen');
   // Every flag is checked above; the lock comes before anything touches the state dir or the network.
@@ -156,6 +161,47 @@ async function runDaemon(opts: DaemonOptions, listen: ReturnType<Flags['hostPort
       }
     }, 100);
   });
+  return 0;
+}
+
+function maxRemoval(f: Flags): number {
+  const text = f.req('max-removal');
+  const v = parseMaxRemoval(text);
+  if (v === null) throw new ConfigError(`--max-removal (HAPROXY_UPDATER_MAX_REMOVAL): '${text}' is not a percentage 0-100% (e.g. 50%)`, { flag: 'max-removal' });
+  return v;
+}
+
+/** POST /release-hold to the daemon's --listen endpoint; prints what it released. */
+async function cmdReleaseHold(f: Flags): Promise<number> {
+  const listen = f.hostPort('listen');
+  if (!listen) throw new ConfigError('--listen (HAPROXY_UPDATER_LISTEN): release-hold needs the host:port the daemon serves /readyz on', { flag: 'listen' });
+  const where = `${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port}`;
+  const reply = await new Promise<{ status: number; body: string } | { error: string }>((resolve) => {
+    // The daemon answers after the pass that applies the released update: allow for a reload.
+    const req = http.request({ host: listen.host, port: listen.port, method: 'POST', path: '/release-hold', timeout: 60_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: body.trim() }));
+      res.on('error', (err) => resolve({ error: err.message }));
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer within 60s')));
+    req.on('error', (err: NodeJS.ErrnoException) => resolve({ error: err.code ?? err.message }));
+    req.end();
+  });
+  if ('error' in reply) {
+    process.stderr.write(`haproxy-updater release-hold: no daemon answers on ${where} (${reply.error}) (--listen, HAPROXY_UPDATER_LISTEN): is \`haproxy-updater run\` running with this --listen?\n`);
+    return 1;
+  }
+  if (reply.status === 409) {
+    process.stdout.write(`nothing is held by the daemon on ${where}\n`);
+    return 0;
+  }
+  if (reply.status !== 200) {
+    process.stderr.write(`haproxy-updater release-hold: ${where} answered ${reply.status}: ${reply.body}\n`);
+    return 1;
+  }
+  process.stdout.write(`${reply.body}\n`);
   return 0;
 }
 
@@ -239,7 +285,7 @@ const STATUS_COLUMNS: ReadonlyArray<[string, (r: StatusRow) => string]> = [
 ];
 
 async function cmdStatus(f: Flags): Promise<number> {
-  const { proc, rows, registryError } = await statusOnce({
+  const { proc, rows, registryError, unserved } = await statusOnce({
     etcd: etcdOptions(f),
     stateDir: f.path('state-dir')!,
     runtimeSocket: f.path('runtime-socket'),
@@ -250,6 +296,8 @@ async function cmdStatus(f: Flags): Promise<number> {
   const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => (r[i] ?? '').length)));
   const lines = table.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
   if (proc) lines.unshift(`haproxy master ${proc.masterPid}: ${proc.reloads} reloads (failed: ${proc.failed}), workers ${proc.workers.map((w) => w.pid).join(',')}`);
+  // The same list /readyz gives (src/daemon/readiness.ts).
+  if (unserved) lines.push(unserved.length ? `unserved: ${unserved.length} service(s) with registered upstreams and none serving` : 'serving: every service with registered upstreams has a serving server', ...unserved.map((u) => `  ${describeUnserved(u)}`));
   process.stdout.write(lines.join('\n') + '\n');
   return 0;
 }
@@ -317,6 +365,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     render: cmdRender,
     plan: cmdPlan,
     status: cmdStatus,
+    'release-hold': cmdReleaseHold,
   };
   try {
     return await handlers[parsed.command](f);

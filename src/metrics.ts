@@ -58,6 +58,16 @@ export class Metrics {
     help: '1 while etcd is unreachable and the last good registry is kept in force',
     registers: [this.registry],
   });
+  readonly registryHeld = new Gauge({
+    name: 'haproxy_updater_registry_held',
+    help: '1 while a registry update that removes too many serving upstreams (--max-removal) is held; release with `haproxy-updater release-hold`',
+    registers: [this.registry],
+  });
+  readonly servicesUnserved = new Gauge({
+    name: 'haproxy_updater_services_unserved',
+    help: 'Services with upstreams registered (state ready) and no serving server in HAProxy',
+    registers: [this.registry],
+  });
   readonly passes = new Counter({
     name: 'haproxy_updater_passes_total',
     help: 'Reconcile passes (observe, plan, apply), by result',

@@ -13,6 +13,7 @@ import { renderConfig, defaultSettings, staticBackendRefs, type RenderSettings, 
 import { atomicWrite } from '../reload/index.js';
 import { observe } from './observe.js';
 import { settingsChanged } from './settings-stamp.js';
+import { unservedServices, type Unserved } from './readiness.js';
 
 /** What the one-shot commands need to reach etcd (as DaemonOptions.etcd). */
 export type EtcdOptions = LoadOnceOptions;
@@ -118,9 +119,10 @@ export interface StatusOptions extends HaproxyAt {
 
 /**
  * HAProxy's backends and slots, with the registry's upstream ids where etcd answers.
- * `registryError` is set (and ids are `?`) when etcd is unreachable.
+ * `registryError` is set (and ids are `?`) when etcd is unreachable. `unserved`: the services
+ * /readyz waits for or lists (registered upstreams, none serving); null without the registry.
  */
-export async function statusOnce(o: StatusOptions): Promise<{ proc: ProcInfo | null; rows: StatusRow[]; registryError: unknown }> {
+export async function statusOnce(o: StatusOptions): Promise<{ proc: ProcInfo | null; rows: StatusRow[]; registryError: unknown; unserved: Unserved[] | null }> {
   const { observed } = await observeAt(o);
   const master = new MasterClient({ path: o.masterSocket ?? path.join(o.stateDir, 'master.sock') });
   const proc = await master.showProc().catch(() => null);
@@ -151,5 +153,5 @@ export async function statusOnce(o: StatusOptions): Promise<{ proc: ProcInfo | n
       });
     }
   }
-  return { proc, rows, registryError };
+  return { proc, rows, registryError, unserved: registry ? unservedServices(registry, observed) : null };
 }
