@@ -78,8 +78,13 @@ export class ReadinessTracker {
   update(registry: Registry, observed: ObservedState, now: number): void {
     this.#unserved = unservedServices(registry, observed);
     const unserved = new Set(this.#unserved.map((u) => u.service));
-    const known = new Set([...registry.http.values(), ...registry.tcp.values()].map((s) => `${s.kind}/${s.name}`));
-    for (const s of known) if (!unserved.has(s)) this.#served.add(s);
+    const all = [...registry.http.values(), ...registry.tcp.values()];
+    const known = new Set(all.map((s) => `${s.kind}/${s.name}`));
+    // Served: has ready upstreams and is not unserved (a service with none yet is not "served").
+    for (const svc of all) {
+      const key = `${svc.kind}/${svc.name}`;
+      if (!unserved.has(key) && [...svc.upstreams.values()].some((u) => u.state === 'ready')) this.#served.add(key);
+    }
     for (const s of [...this.#served]) if (!known.has(s)) this.#served.delete(s);
     for (const s of [...this.#waitingSince.keys()]) if (!unserved.has(s) || this.#served.has(s)) this.#waitingSince.delete(s);
     for (const s of unserved) if (!this.#served.has(s) && !this.#waitingSince.has(s)) this.#waitingSince.set(s, now);

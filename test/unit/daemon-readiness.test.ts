@@ -68,3 +68,12 @@ test('ReadinessTracker: the daemon state reasons, the hold among them', () => {
   const notLoaded = new ReadinessTracker(0).compute({ ...OK, registryLoaded: false, etcdDown: 'http://127.0.0.1:1' }, 0);
   assert.deepEqual(notLoaded.reasons, ['registry not loaded yet: etcd http://127.0.0.1:1 unreachable']);
 });
+
+test('ReadinessTracker: a service registered without upstreams first is waited for once they come', () => {
+  const t = new ReadinessTracker(10_000);
+  const bare = reg(http('web', []), tcp('db', [up('d1', '127.0.0.1:5432')]));
+  t.update(bare, UP, 0);
+  assert.equal(t.compute(OK, 0).ready, true);
+  t.update(REG, observed([backend('http-web', 2), backend('tcp-db', 1, [activeSlot('tcp-db', 1, '127.0.0.1:5432')])]), 100);
+  assert.equal(t.compute(OK, 100).ready, false, 'its first upstreams are not UP yet');
+});
