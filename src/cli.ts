@@ -175,10 +175,12 @@ function maxRemoval(f: Flags): number {
 async function cmdReleaseHold(f: Flags): Promise<number> {
   const listen = f.hostPort('listen');
   if (!listen) throw new ConfigError('--listen (HAPROXY_UPDATER_LISTEN): release-hold needs the host:port the daemon serves /readyz on', { flag: 'listen' });
-  const where = `${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port}`;
+  // A wildcard --listen (the compose sidecar's 0.0.0.0:9180) is reached on loopback.
+  const host = listen.host === '0.0.0.0' ? '127.0.0.1' : listen.host === '::' ? '::1' : listen.host;
+  const where = `${host.includes(':') ? `[${host}]` : host}:${listen.port}`;
   const reply = await new Promise<{ status: number; body: string } | { error: string }>((resolve) => {
     // The daemon answers after the pass that applies the released update: allow for a reload.
-    const req = http.request({ host: listen.host, port: listen.port, method: 'POST', path: '/release-hold', timeout: 60_000 }, (res) => {
+    const req = http.request({ host, port: listen.port, method: 'POST', path: '/release-hold', timeout: 60_000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));

@@ -171,7 +171,8 @@ test('every upstream deleted at once is held; restored it lifts; adds/modifies g
   await waitFor(async () => JSON.stringify(await activeAddrs(u, 'http-web')) === JSON.stringify(remaining), { what: 'removed web upstreams leave HAProxy', timeoutMs: 15_000 });
   await waitFor(async () => (await activeAddrs(u, 'http-api').catch(() => [])).length === 0, { what: 'api upstreams leave HAProxy', timeoutMs: 15_000 });
   assert.equal(await metric(u, 'haproxy_updater_registry_held'), 0);
-  const again = await cli(['release-hold', '--listen', `127.0.0.1:${u.listenPort}`]);
+  // A wildcard --listen (the compose sidecar's HAPROXY_UPDATER_LISTEN=0.0.0.0:9180) is reached on loopback.
+  const again = await cli(['release-hold', '--listen', `0.0.0.0:${u.listenPort}`]);
   assert.equal(again.code, 0);
   assert.match(again.stdout, /nothing is held/);
 
