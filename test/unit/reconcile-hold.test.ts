@@ -53,6 +53,19 @@ test('decideHold: table', () => {
       applies: upstreamIds(APPLIED),
     },
     {
+      name: 'replacement of a single upstream by a new id: held while the new one warms up (make before break)',
+      in: input({ applied: reg(http('solo', [up('old', '127.0.0.1:1')])), next: reg(http('solo', [up('new', '127.0.0.1:2')])), serving: new Set(['http-solo|127.0.0.1:1']) }),
+      held: true,
+      emptied: [],
+      applies: ['http/solo/new', 'http/solo/old'],
+    },
+    {
+      name: 'same replacement once the new one serves (applied = the held registry): 1 of 2, lifted',
+      in: input({ applied: reg(http('solo', [up('old', '127.0.0.1:1'), up('new', '127.0.0.1:2')])), next: reg(http('solo', [up('new', '127.0.0.1:2')])), serving: new Set(['http-solo|127.0.0.1:1', 'http-solo|127.0.0.1:2']) }),
+      held: false,
+      applies: ['http/solo/new'],
+    },
+    {
       name: 'tcp service counted like http',
       in: input({ applied: reg(tcp('db', [up('p', '127.0.0.4:5432')])), next: reg(), serving: new Set([servingKey('tcp-db', '127.0.0.4', 5432)]) }),
       held: true,
