@@ -77,3 +77,39 @@ test('ReadinessTracker: a service registered without upstreams first is waited f
   t.update(REG, observed([backend('http-web', 2), backend('tcp-db', 1, [activeSlot('tcp-db', 1, '127.0.0.1:5432')])]), 100);
   assert.equal(t.compute(OK, 100).ready, false, 'its first upstreams are not UP yet');
 });
+
+test('http endpoints: /readyz body, POST-only /release-hold', async () => {
+  const { serveEndpoints } = await import('../../src/daemon/http.js');
+  const { Metrics } = await import('../../src/metrics.js');
+  let held = true;
+  let readiness: ReturnType<ReadinessTracker['compute']> = { ready: false, reasons: ['registry update held (etcd revision 9): it removes 2 of 2 serving upstreams'], warnings: [] };
+  const hold = decideHold({ applied: REG, next: reg(), serving: new Set(['http-web|127.0.0.1:8001', 'tcp-db|127.0.0.1:5432']), maxRemoval: 0.5, released: null }).hold;
+  const daemon = {
+    metrics: new Metrics(),
+    readiness: () => readiness,
+    releaseHold: async () => {
+      const was = held ? hold : null;
+      held = false;
+      return was;
+    },
+  };
+  const server = await serveEndpoints(daemon, { host: '127.0.0.1', port: 0 });
+  const port = (server.address() as { port: number }).port;
+  const call = async (method: string, p: string) => {
+    const r = await fetch(`http://127.0.0.1:${port}${p}`, { method });
+    return { status: r.status, body: await r.text() };
+  };
+  try {
+    assert.deepEqual(await call('GET', '/readyz'), { status: 503, body: 'registry update held (etcd revision 9): it removes 2 of 2 serving upstreams\n' });
+    assert.equal((await call('GET', '/release-hold')).status, 405, 'a GET releases nothing');
+    assert.equal(held, true);
+    const released = await call('POST', '/release-hold');
+    assert.equal(released.status, 200);
+    assert.match(released.body, /^released: registry update held \(etcd revision 1\)/);
+    assert.deepEqual(await call('POST', '/release-hold'), { status: 409, body: 'nothing is held\n' });
+    readiness = { ready: true, reasons: [], warnings: ['http/web: no serving upstream in HAProxy (2 registered, none UP)'] };
+    assert.deepEqual(await call('GET', '/readyz'), { status: 200, body: 'ready\nhttp/web: no serving upstream in HAProxy (2 registered, none UP)\n' });
+  } finally {
+    server.close();
+  }
+});
