@@ -45,6 +45,6 @@ export async function serveEndpoints(daemon: Pick<Daemon, 'readiness' | 'metrics
     });
     server.listen(listen.port, listen.host, () => resolve());
   });
-  log.info({ listen: `${listen.host}:${listen.port}` }, 'serving /healthz, /readyz, /metrics');
+  log.info({ listen: `${listen.host}:${listen.port}` }, 'serving /healthz, /readyz, /metrics, POST /release-hold');
   return server;
 }

@@ -81,6 +81,8 @@ test('ReadinessTracker: a service registered without upstreams first is waited f
 test('http endpoints: /readyz body, POST-only /release-hold', async () => {
   const { serveEndpoints } = await import('../../src/daemon/http.js');
   const { Metrics } = await import('../../src/metrics.js');
+  const { rootLogger } = await import('../../src/log.js');
+  rootLogger.level = 'warn'; // quiet: the listen line is info
   let held = true;
   let readiness: ReturnType<ReadinessTracker['compute']> = { ready: false, reasons: ['registry update held (etcd revision 9): it removes 2 of 2 serving upstreams'], warnings: [] };
   const hold = decideHold({ applied: REG, next: reg(), serving: new Set(['http-web|127.0.0.1:8001', 'tcp-db|127.0.0.1:5432']), maxRemoval: 0.5, released: null }).hold;
