@@ -5,7 +5,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { readFileSync, readdirSync } from 'node:fs';
-import { parseArgv, Flags, helpText, type Command } from './config.js';
+import { parseArgv, Flags, helpText, envName, type Command } from './config.js';
 import { ConfigError, StateDirLockedError, UpdaterError } from './errors.js';
 import { rootLogger, logger, setLogFormat } from './log.js';
 import {
@@ -13,6 +13,7 @@ import {
   serveEndpoints,
   renderOnce,
   writeRenderedFiles,
+  redactConfig,
   planOnce,
   statusOnce,
   defaultSettings,
@@ -62,7 +63,7 @@ function renderSettings(f: Flags): RenderSettings {
     }
   }
   const statsUser = f.str('stats-user') ?? 'admin';
-  // Checked here, naming the flag, rather than deep in the renderer: both go into `stats auth`.
+  // Checked here, naming the flag, rather than deep in the renderer: both go into haproxy.cfg.
   if (!STATS_USER_RE.test(statsUser)) throw new ConfigError('--stats-user: must be 1-64 characters of A-Z a-z 0-9 . _ - (HAPROXY_UPDATER_STATS_USER)', { flag: 'stats-user' });
   if (statsPassword !== null && !STATS_PASSWORD_RE.test(statsPassword)) {
     const from = pwFile ? `--stats-password-file ${pwFile}` : '--stats-password';
@@ -199,11 +200,12 @@ async function cmdDeregister(f: Flags): Promise<number> {
 }
 
 async function cmdRender(f: Flags): Promise<number> {
-  const { rendered, rejections } = await renderOnce(etcdOptions(f), renderSettings(f));
+  const settings = renderSettings(f);
+  const { rendered, rejections } = await renderOnce(etcdOptions(f), settings);
   for (const r of rejections) log.warn({ key: r.key, reason: r.reason }, 'registry entry rejected');
   const out = f.path('out');
   if (!out) {
-    process.stdout.write(rendered.config);
+    process.stdout.write(redactConfig(rendered.config, settings));
     return 0;
   }
   await writeRenderedFiles(out, rendered);
@@ -282,6 +284,16 @@ export function oneLine(err: unknown): string {
   return parts.join(': ').replace(/\s*\n\s*/g, ' ') || 'failed';
 }
 
+/** Flags whose value anyone on the host can read in `ps` or /proc/<pid>/cmdline when given as an argument. */
+const SECRET_FLAGS = ['etcd-password', 'stats-password'];
+
+function warnSecretsOnCommandLine(argv: readonly string[]): void {
+  for (const name of SECRET_FLAGS) {
+    if (!argv.some((a) => a === `--${name}` || a.startsWith(`--${name}=`))) continue;
+    log.warn({ flag: name }, `--${name} on the command line shows in \`ps\` to every user of this host: use ${envName(name)} or --${name}-file instead`);
+  }
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   let parsed;
   try {
@@ -310,6 +322,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   const level = f.str('log-level');
   if (level) rootLogger.level = level;
   setLogFormat((f.str('log-format') as 'json' | 'pretty' | undefined) ?? (process.stdout.isTTY ? 'pretty' : 'json'));
+  warnSecretsOnCommandLine(argv);
   const handlers: Record<Command, (f: Flags) => Promise<number>> = {
     run: cmdRun,
     register: cmdRegister,

@@ -5,7 +5,7 @@
  * a render + validated + guarded reload when decided, then the runtime operations in one
  * batch. Nothing else talks to HAProxy, so nothing races.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import PQueue from 'p-queue';
@@ -28,7 +28,8 @@ import {
   type ReloadCause,
 } from '../reconcile/index.js';
 import { renderConfig, tcpListeners, configIdentity, staticBackendRefs, type RenderSettings, type Rendered } from '../render/index.js';
-import { Reloader, createGuard, ReloadLimiter, haproxyVersion, type ReloadGuard } from '../reload/index.js';
+import { Reloader, createGuard, ReloadLimiter, haproxyVersion, ensurePrivateDir, type ReloadGuard } from '../reload/index.js';
+import { bindHost } from '../render/safe.js';
 import { observe } from './observe.js';
 import { applyOps, type ApplyResult } from './apply.js';
 import { ManagedHaproxy } from './haproxy-process.js';
@@ -136,8 +137,9 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
-    await mkdir(this.#o.stateDir, { recursive: true });
-    this.#guard = createGuard(this.#o.guard, { netns: this.#o.guardNetns });
+    await ensurePrivateDir(this.#o.stateDir);
+    // IPv6 or dual-stack (`::`) listeners are guarded in ip6tables too.
+    this.#guard = createGuard(this.#o.guard, { netns: this.#o.guardNetns, ipv6: bindHost(this.#o.render.bindAddress).addr.includes(':') });
     await this.#guard.init();
     this.#reloader = new Reloader<ReloadCause>({
       master: this.#master,

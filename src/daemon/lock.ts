@@ -32,7 +32,7 @@ export interface StateDirLock {
 
 /** Takes the lock or throws StateDirLockedError naming the live holder. Synchronous: nothing else may run first. */
 export function lockStateDir(stateDir: string, pid = process.pid): StateDirLock {
-  mkdirSync(stateDir, { recursive: true });
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const lockPath = path.join(stateDir, LOCK_FILE);
   // Two rounds: a stale file is removed once, then link() decides between racing starters.
   const mine = `${lockPath}.${pid}`;
