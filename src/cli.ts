@@ -25,7 +25,7 @@ import {
   type RenderSettings,
   type StatusRow,
 } from './daemon/index.js';
-import { keepRegistered, deregisterUpstream, parseUpstreamValue } from './watch/index.js';
+import { keepRegistered, deregisterUpstream, parseUpstreamValue, parseCidrList, AddressPolicy } from './watch/index.js';
 
 const log = logger('cli');
 
@@ -44,6 +44,13 @@ function etcdOptions(f: Flags) {
   const prefix = f.req('prefix').replace(/\/+$/, '');
   if (!/^\/[A-Za-z0-9._\/-]*$/.test(prefix)) throw new ConfigError(`--prefix (HAPROXY_UPDATER_PREFIX): '${prefix}' must be an absolute key path of [A-Za-z0-9._/-]`, { flag: 'prefix' });
   return { endpoints, prefix, tls, auth: username && password ? { username, password } : undefined };
+}
+
+/** `--upstream-cidrs`, with `listen` (run's --listen address) never allowed as an upstream. */
+function addressPolicy(f: Flags, listen: { host: string; port: number } | null = null): AddressPolicy {
+  const allow = parseCidrList(f.list('upstream-cidrs'));
+  if (typeof allow === 'string') throw new ConfigError(`--upstream-cidrs (HAPROXY_UPDATER_UPSTREAM_CIDRS): ${allow}`, { flag: 'upstream-cidrs' });
+  return new AddressPolicy({ allow: f.isSet('upstream-cidrs') ? allow : undefined, listen });
 }
 
 function renderSettings(f: Flags): RenderSettings {
@@ -119,6 +126,7 @@ async function cmdRun(f: Flags): Promise<number> {
     reloadMinIntervalMs: f.ms('reload-min-interval'),
     consolidateAfterMs: f.ms('consolidate-after'),
     coalesceMs: f.ms('coalesce'),
+    addressPolicy: addressPolicy(f, f.hostPort('listen')),
   };
   const listen = f.hostPort('listen');
   // Every flag is checked above; the lock comes before anything touches the state dir or the network.
@@ -201,7 +209,7 @@ async function cmdDeregister(f: Flags): Promise<number> {
 
 async function cmdRender(f: Flags): Promise<number> {
   const settings = renderSettings(f);
-  const { rendered, rejections } = await renderOnce(etcdOptions(f), settings);
+  const { rendered, rejections } = await renderOnce({ ...etcdOptions(f), addressPolicy: addressPolicy(f) }, settings);
   for (const r of rejections) log.warn({ key: r.key, reason: r.reason }, 'registry entry rejected');
   const out = f.path('out');
   if (!out) {
@@ -217,7 +225,7 @@ async function cmdPlan(f: Flags): Promise<number> {
   // renderSettings: the same flag checks as `run` (and its runtime socket).
   const settings = renderSettings(f);
   const { lines, rejections } = await planOnce({
-    etcd: etcdOptions(f),
+    etcd: { ...etcdOptions(f), addressPolicy: addressPolicy(f) },
     stateDir: f.path('state-dir')!,
     runtimeSocket: settings.adminSocket,
     settings,

@@ -52,6 +52,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'certs', kind: 'path', help: 'directory of PEM files (cert+key) for TLS termination', commands: RENDER_CMDS },
   { name: 'reload-guard', kind: 'string', default: 'none', choices: ['none', 'iptables'], help: 'none: rely on master-worker listener passing; iptables: drop SYNs to the frontend ports during the reload (needs NET_ADMIN)', commands: ['run'] },
   { name: 'listen', kind: 'hostport', default: '127.0.0.1:9180', help: 'host:port for /healthz, /readyz and /metrics; empty = off', commands: ['run'] },
+  { name: 'upstream-cidrs', kind: 'list', default: 'loopback,private', help: 'addresses upstreams may have: CIDRs, single addresses and the words loopback (127.0.0.0/8, ::1), private (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7), any; others are rejected. Never allowed: unspecified, multicast, the --listen address; link-local (169.254/16, fe80::/10) only if a listed range lies inside it', commands: RENDER_CMDS },
   { name: 'drain-timeout', kind: 'ms', default: '10s', help: 'longest wait for a removed upstream\'s sessions to finish before maint', commands: ['run', 'plan'] },
   { name: 'hold-until-healthy', kind: 'bool', default: 'true', help: 'keep traffic off a new upstream until its health check passes', commands: ['run', 'plan'] },
   { name: 'verify-interval', kind: 'ms', default: '5s', help: 'how often HAProxy is re-read and drift repaired', commands: ['run'] },

@@ -14,7 +14,7 @@ import { backoffDelay } from '../backoff.js';
 import { Metrics } from '../metrics.js';
 import { EMPTY_REGISTRY, type Registry, type Rejection } from '../model.js';
 import { ConfigInvalidError, UpdaterError } from '../errors.js';
-import { RegistryWatcher, type RegistryUpdate } from '../watch/index.js';
+import { RegistryWatcher, type AddressPolicy, type RegistryUpdate } from '../watch/index.js';
 import { RuntimeClient, MasterClient, VersionTracker, localCheckFirst, type SocketTarget } from '../runtime/index.js';
 import {
   plan as makePlan,
@@ -50,6 +50,8 @@ export interface DaemonOptions {
   guard: 'none' | 'iptables';
   /** Network namespace for the iptables guard (tests). Default: none. */
   guardNetns?: string;
+  /** `--upstream-cidrs` (with the --listen address): upstream addresses it refuses are rejected. Default: none. */
+  addressPolicy?: AddressPolicy | null;
   drainTimeoutMs: number;
   holdUntilHealthy: boolean;
   verifyIntervalMs: number;
@@ -160,6 +162,7 @@ export class Daemon {
       coalesceMs: this.#o.coalesceMs,
       tls: this.#o.etcd.tls,
       auth: this.#o.etcd.auth,
+      addressPolicy: this.#o.addressPolicy,
     });
     this.#watcher = watcher;
     const states = ['idle', 'connecting', 'loading', 'watching', 'disconnected', 'stopped'];
@@ -260,6 +263,7 @@ export class Daemon {
     this.#registry = u.registry;
     this.#rejections = u.rejections;
     this.metrics.rejectedEntries.set(u.rejections.length);
+    this.metrics.claimConflicts.set(u.rejections.filter((r) => r.claimedBy !== undefined).length);
     if (u.rejections.length) this.metrics.rejectionsTotal.inc(u.rejections.length);
     if (!this.#pendingSince) this.#pendingSince = Date.now();
     void this.requestPass(u.cause);
