@@ -38,7 +38,7 @@ export function lockStateDir(stateDir: string, pid = process.pid): StateDirLock 
   const mine = `${lockPath}.${pid}`;
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
-      writeFileSync(mine, `${pid}\n`, { mode: 0o644 });
+      writeFileSync(mine, `${pid}\n`, { mode: 0o600 });
       try {
         linkSync(mine, lockPath);
       } finally {
