@@ -24,9 +24,14 @@ export const DIR_MODE = 0o700;
 export async function ensurePrivateDir(dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: DIR_MODE });
   const st = await stat(dir);
-  if ((st.mode & 0o077) !== 0) {
+  if ((st.mode & 0o077) === 0) return;
+  const was = (st.mode & 0o777).toString(8);
+  try {
     await chmod(dir, st.mode & 0o700);
-    log.info({ dir, was: (st.mode & 0o777).toString(8), now: (st.mode & 0o700).toString(8) }, 'state directory was readable by others: access restricted to the owner');
+    log.info({ dir, was, now: (st.mode & 0o700).toString(8) }, 'state directory was open to others: access restricted to the owner');
+  } catch (err) {
+    // Not ours to change (another owner): the files in it are 0600 all the same.
+    log.warn({ dir, mode: was, err: (err as Error).message }, 'state directory is open to others and could not be restricted; make it 0700');
   }
 }
 
