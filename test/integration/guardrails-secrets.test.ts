@@ -164,6 +164,9 @@ test('the first claimant of a domain keeps it (etcd create_revision), also acros
   assert.equal(await routedTo('shop.test'), 'first');
   const conflicts = async () => Number(/^haproxy_updater_registry_claim_conflicts (\d+)/m.exec((await updater.get('/metrics')).body)?.[1]);
   assert.equal(await conflicts(), 1);
+  // The rejection is logged with both keys.
+  const logged = updater.proc.output.find((l) => l.includes('registry entry rejected') && l.includes(`"key":"${H}/aaa-later/domain"`));
+  assert.ok(logged?.includes(`"claimedBy":"${H}/zzz-first/domain"`), `no rejection line naming both keys in:\n${updater.proc.output.slice(-20).join('\n')}`);
   // Rewriting the first claim's value keeps its create_revision.
   await etcd.ctl('put', `${H}/zzz-first/domain`, 'shop.test,first.test');
   await waitFor(async () => (await routedTo('first.test')) === 'first', { what: 'first.test routed', timeoutMs: 15_000 });
