@@ -6,7 +6,7 @@ import os from 'node:os';
 import http from 'node:http';
 import path from 'node:path';
 import { readFileSync, readdirSync } from 'node:fs';
-import { parseArgv, Flags, helpText, type Command } from './config.js';
+import { parseArgv, Flags, helpText, envName, type Command } from './config.js';
 import { ConfigError, StateDirLockedError, UpdaterError } from './errors.js';
 import { rootLogger, logger, setLogFormat } from './log.js';
 import {
@@ -14,6 +14,7 @@ import {
   serveEndpoints,
   renderOnce,
   writeRenderedFiles,
+  redactConfig,
   planOnce,
   statusOnce,
   defaultSettings,
@@ -27,7 +28,7 @@ import {
   describeUnserved,
   parseMaxRemoval,
 } from './daemon/index.js';
-import { keepRegistered, deregisterUpstream, parseUpstreamValue } from './watch/index.js';
+import { keepRegistered, deregisterUpstream, parseUpstreamValue, parseCidrList, AddressPolicy } from './watch/index.js';
 
 const log = logger('cli');
 
@@ -48,6 +49,13 @@ function etcdOptions(f: Flags) {
   return { endpoints, prefix, tls, auth: username && password ? { username, password } : undefined };
 }
 
+/** `--upstream-cidrs`, with `listen` (run's --listen address) never allowed as an upstream. */
+function addressPolicy(f: Flags, listen: { host: string; port: number } | null = null): AddressPolicy {
+  const allow = parseCidrList(f.list('upstream-cidrs'));
+  if (typeof allow === 'string') throw new ConfigError(`--upstream-cidrs (HAPROXY_UPDATER_UPSTREAM_CIDRS): ${allow}`, { flag: 'upstream-cidrs' });
+  return new AddressPolicy({ allow: f.isSet('upstream-cidrs') ? allow : undefined, listen });
+}
+
 function renderSettings(f: Flags): RenderSettings {
   const stateDir = f.path('state-dir')!;
   const base = defaultSettings(stateDir);
@@ -65,7 +73,7 @@ function renderSettings(f: Flags): RenderSettings {
     }
   }
   const statsUser = f.str('stats-user') ?? 'admin';
-  // Checked here, naming the flag, rather than deep in the renderer: both go into `stats auth`.
+  // Checked here, naming the flag, rather than deep in the renderer: both go into haproxy.cfg.
   if (!STATS_USER_RE.test(statsUser)) throw new ConfigError('--stats-user: must be 1-64 characters of A-Z a-z 0-9 . _ - (HAPROXY_UPDATER_STATS_USER)', { flag: 'stats-user' });
   if (statsPassword !== null && !STATS_PASSWORD_RE.test(statsPassword)) {
     const from = pwFile ? `--stats-password-file ${pwFile}` : '--stats-password';
@@ -123,6 +131,7 @@ async function cmdRun(f: Flags): Promise<number> {
     coalesceMs: f.ms('coalesce'),
     maxRemoval: maxRemoval(f),
     readyGraceMs: f.ms('ready-grace'),
+    addressPolicy: addressPolicy(f, f.hostPort('listen')),
   };
   const listen = f.hostPort('listen');
   // Every flag is checked above; the lock comes before anything touches the state dir or the network.
@@ -247,11 +256,12 @@ async function cmdDeregister(f: Flags): Promise<number> {
 }
 
 async function cmdRender(f: Flags): Promise<number> {
-  const { rendered, rejections } = await renderOnce(etcdOptions(f), renderSettings(f));
+  const settings = renderSettings(f);
+  const { rendered, rejections } = await renderOnce({ ...etcdOptions(f), addressPolicy: addressPolicy(f) }, settings);
   for (const r of rejections) log.warn({ key: r.key, reason: r.reason }, 'registry entry rejected');
   const out = f.path('out');
   if (!out) {
-    process.stdout.write(rendered.config);
+    process.stdout.write(redactConfig(rendered.config, settings));
     return 0;
   }
   await writeRenderedFiles(out, rendered);
@@ -263,7 +273,7 @@ async function cmdPlan(f: Flags): Promise<number> {
   // renderSettings: the same flag checks as `run` (and its runtime socket).
   const settings = renderSettings(f);
   const { lines, rejections } = await planOnce({
-    etcd: etcdOptions(f),
+    etcd: { ...etcdOptions(f), addressPolicy: addressPolicy(f) },
     stateDir: f.path('state-dir')!,
     runtimeSocket: settings.adminSocket,
     settings,
@@ -332,6 +342,16 @@ export function oneLine(err: unknown): string {
   return parts.join(': ').replace(/\s*\n\s*/g, ' ') || 'failed';
 }
 
+/** Flags whose value anyone on the host can read in `ps` or /proc/<pid>/cmdline when given as an argument. */
+const SECRET_FLAGS = ['etcd-password', 'stats-password'];
+
+function warnSecretsOnCommandLine(argv: readonly string[]): void {
+  for (const name of SECRET_FLAGS) {
+    if (!argv.some((a) => a === `--${name}` || a.startsWith(`--${name}=`))) continue;
+    log.warn({ flag: name }, `--${name} on the command line shows in \`ps\` to every user of this host: use ${envName(name)} or --${name}-file instead`);
+  }
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   let parsed;
   try {
@@ -360,6 +380,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   const level = f.str('log-level');
   if (level) rootLogger.level = level;
   setLogFormat((f.str('log-format') as 'json' | 'pretty' | undefined) ?? (process.stdout.isTTY ? 'pretty' : 'json'));
+  warnSecretsOnCommandLine(argv);
   const handlers: Record<Command, (f: Flags) => Promise<number>> = {
     run: cmdRun,
     register: cmdRegister,

@@ -24,6 +24,11 @@ export class Metrics {
     help: 'Registry entries currently rejected (bad key or value)',
     registers: [this.registry],
   });
+  readonly claimConflicts = new Gauge({
+    name: 'haproxy_updater_registry_claim_conflicts',
+    help: 'Domain or tcp port claims currently rejected because another service claimed the same first (etcd create_revision)',
+    registers: [this.registry],
+  });
   readonly rejectionsTotal = new Counter({
     name: 'haproxy_updater_registry_rejections_total',
     help: 'Registry entries rejected, counted each time a registry snapshot is rebuilt with them',

@@ -5,7 +5,7 @@
  * a render + validated + guarded reload when decided, then the runtime operations in one
  * batch. Nothing else talks to HAProxy, so nothing races.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import PQueue from 'p-queue';
@@ -14,7 +14,7 @@ import { backoffDelay } from '../backoff.js';
 import { Metrics } from '../metrics.js';
 import { EMPTY_REGISTRY, type Registry, type Rejection } from '../model.js';
 import { ConfigInvalidError, UpdaterError } from '../errors.js';
-import { RegistryWatcher, type RegistryUpdate } from '../watch/index.js';
+import { RegistryWatcher, type AddressPolicy, type RegistryUpdate } from '../watch/index.js';
 import { RuntimeClient, MasterClient, VersionTracker, localCheckFirst, type SocketTarget } from '../runtime/index.js';
 import {
   plan as makePlan,
@@ -32,7 +32,8 @@ import {
   type ReloadCause,
 } from '../reconcile/index.js';
 import { renderConfig, tcpListeners, configIdentity, staticBackendRefs, type RenderSettings, type Rendered } from '../render/index.js';
-import { Reloader, createGuard, ReloadLimiter, haproxyVersion, type ReloadGuard } from '../reload/index.js';
+import { Reloader, createGuard, ReloadLimiter, haproxyVersion, ensurePrivateDir, type ReloadGuard } from '../reload/index.js';
+import { bindHost } from '../render/safe.js';
 import { observe } from './observe.js';
 import { applyOps, type ApplyResult } from './apply.js';
 import { ManagedHaproxy } from './haproxy-process.js';
@@ -54,6 +55,8 @@ export interface DaemonOptions {
   guard: 'none' | 'iptables';
   /** Network namespace for the iptables guard (tests). Default: none. */
   guardNetns?: string;
+  /** `--upstream-cidrs` (with the --listen address): upstream addresses it refuses are rejected. Default: none. */
+  addressPolicy?: AddressPolicy | null;
   drainTimeoutMs: number;
   holdUntilHealthy: boolean;
   verifyIntervalMs: number;
@@ -167,8 +170,9 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
-    await mkdir(this.#o.stateDir, { recursive: true });
-    this.#guard = createGuard(this.#o.guard, { netns: this.#o.guardNetns });
+    await ensurePrivateDir(this.#o.stateDir);
+    // IPv6 or dual-stack (`::`) listeners are guarded in ip6tables too.
+    this.#guard = createGuard(this.#o.guard, { netns: this.#o.guardNetns, ipv6: bindHost(this.#o.render.bindAddress).addr.includes(':') });
     await this.#guard.init();
     this.#reloader = new Reloader<ReloadCause>({
       master: this.#master,
@@ -189,6 +193,7 @@ export class Daemon {
       coalesceMs: this.#o.coalesceMs,
       tls: this.#o.etcd.tls,
       auth: this.#o.etcd.auth,
+      addressPolicy: this.#o.addressPolicy,
     });
     this.#watcher = watcher;
     const states = ['idle', 'connecting', 'loading', 'watching', 'disconnected', 'stopped'];
@@ -289,6 +294,7 @@ export class Daemon {
     this.#registry = u.registry;
     this.#rejections = u.rejections;
     this.metrics.rejectedEntries.set(u.rejections.length);
+    this.metrics.claimConflicts.set(u.rejections.filter((r) => r.claimedBy !== undefined).length);
     if (u.rejections.length) this.metrics.rejectionsTotal.inc(u.rejections.length);
     if (!this.#pendingSince) this.#pendingSince = Date.now();
     void this.requestPass(u.cause);

@@ -24,6 +24,20 @@ export async function renderOnce(etcd: EtcdOptions, settings: RenderSettings): P
   return { rendered: renderConfig({ registry, capacity: initialCapacity(registry), settings }), rejections };
 }
 
+/** What `render` prints instead of a secret. */
+export const REDACTED = '<redacted>';
+
+/**
+ * The config with the stats password replaced by REDACTED, for printing: a terminal or a
+ * CI log is no place for it (`render --out` writes the real one, 0600).
+ */
+export function redactConfig(config: string, settings: Pick<RenderSettings, 'statsPassword'>): string {
+  let out = config.replace(/^(\s*user\s+\S+\s+insecure-password\s+)\S+/gm, `$1${REDACTED}`);
+  const pw = settings.statsPassword;
+  if (pw) out = out.split(pw).join(REDACTED);
+  return out;
+}
+
 /** Writes a render to `out` with its support files where the config names them. */
 export async function writeRenderedFiles(out: string, rendered: Rendered): Promise<void> {
   await mkdir(path.dirname(out), { recursive: true });
