@@ -172,7 +172,7 @@ export class Daemon {
   async start(): Promise<void> {
     await ensurePrivateDir(this.#o.stateDir);
     // IPv6 or dual-stack (`::`) listeners are guarded in ip6tables too.
-    this.#guard = createGuard(this.#o.guard, { netns: this.#o.guardNetns, ipv6: bindHost(this.#o.render.bindAddress).addr.includes(':') });
+    this.#guard = createGuard(this.#o.guard, { netns: this.#o.guardNetns, markerPath: path.join(this.#o.stateDir, 'guard-engaged'), ipv6: bindHost(this.#o.render.bindAddress).addr.includes(':') });
     await this.#guard.init();
     this.#reloader = new Reloader<ReloadCause>({
       master: this.#master,

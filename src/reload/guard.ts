@@ -10,6 +10,7 @@
  * With `ipv6` (IPv6 or dual-stack listeners) the SYN drop goes into ip6tables as well.
  */
 import { execFile } from 'node:child_process';
+import { unlink, writeFile, access } from 'node:fs/promises';
 import { GuardError, InvalidArgumentError } from '../errors.js';
 import { logger } from '../log.js';
 import { assertPort } from '../render/safe.js';
@@ -32,7 +33,9 @@ export interface ReloadGuard {
 /**
  * No guard during reloads. init() still removes tagged rules a crashed run of the iptables
  * guard left behind (the mode may have changed since, and such a rule drops every new
- * connection), best effort: no iptables or no permission is not an error here.
+ * connection), best effort: no iptables or no permission is not an error here. With a
+ * `markerPath`, only when the marker says a guard was engaged and never released: an
+ * updater that never guarded does not touch the firewall at all.
  */
 export class NoGuard implements ReloadGuard {
   readonly kind = 'none' as const;
@@ -41,7 +44,10 @@ export class NoGuard implements ReloadGuard {
     this.#opts = opts;
   }
   async init(): Promise<void> {
+    const marker = this.#opts.markerPath;
+    if (marker && !(await exists(marker))) return;
     await removeStaleGuardRules(this.#opts);
+    if (marker) await unlink(marker).catch(() => undefined);
   }
   async engage(_ports: number[]): Promise<void> {}
   async release(): Promise<void> {}
@@ -69,6 +75,12 @@ export interface IptablesGuardOptions {
   chain?: string;
   /** Per iptables call. Default 10000 ms (`-w` waits for the xtables lock). */
   timeoutMs?: number;
+  /**
+   * File that exists while rules may be engaged (written before the first rule goes in,
+   * removed once they are out), so a later start in any guard mode knows a crash left
+   * some. Default none: guard `none` then always checks.
+   */
+  markerPath?: string;
 }
 
 const WORD_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -85,6 +97,7 @@ export class IptablesGuard implements ReloadGuard {
   readonly #tag: string;
   readonly #chain: string;
   readonly #timeoutMs: number;
+  readonly #marker: string | null;
 
   constructor(opts: IptablesGuardOptions = {}) {
     this.#iptables = opts.iptables ?? 'iptables';
@@ -95,6 +108,7 @@ export class IptablesGuard implements ReloadGuard {
     this.#tag = opts.tag ?? 'haproxy-updater-guard';
     this.#chain = opts.chain ?? 'INPUT';
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
+    this.#marker = opts.markerPath ?? null;
     for (const [what, v] of [['tag', this.#tag], ['chain', this.#chain]] as const) {
       if (!WORD_RE.test(v)) throw new InvalidArgumentError(`iptables guard ${what} ${JSON.stringify(v)} must match ${WORD_RE}`, { what });
     }
@@ -125,6 +139,7 @@ export class IptablesGuard implements ReloadGuard {
       }
     }
     await this.removeStale(this.#ipv6 ? [] : ['ipv6']);
+    if (this.#marker) await unlink(this.#marker).catch(() => undefined);
   }
 
   /**
@@ -150,6 +165,7 @@ export class IptablesGuard implements ReloadGuard {
     const unique = [...new Set(ports.map((p) => assertPort(p, 'guard port')))].sort((a, b) => a - b);
     if (unique.length === 0) return;
     try {
+      if (this.#marker) await writeFile(this.#marker, `${process.pid}\n`, { mode: 0o600 });
       for (const family of this.#families()) {
         for (let i = 0; i < unique.length; i += MULTIPORT_MAX) {
           const chunk = unique.slice(i, i + MULTIPORT_MAX).join(',');
@@ -166,6 +182,7 @@ export class IptablesGuard implements ReloadGuard {
   async release(): Promise<void> {
     try {
       for (const family of this.#families()) await this.#removeTagged(family);
+      if (this.#marker) await unlink(this.#marker).catch(() => undefined);
     } catch (err) {
       throw new GuardError(`could not remove the iptables reload guard (tag ${this.#tag}): ${(err as Error).message}`, { tag: this.#tag }, { cause: err });
     }
@@ -211,6 +228,13 @@ export class IptablesGuard implements ReloadGuard {
       });
     });
   }
+}
+
+async function exists(p: string): Promise<boolean> {
+  return access(p).then(
+    () => true,
+    () => false,
+  );
 }
 
 type Family = 'ipv4' | 'ipv6';

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { chmod, lstat, readdir, readFile } from 'node:fs/promises';
+import { access, chmod, lstat, readdir, readFile, writeFile } from 'node:fs/promises';
 import {
   startEtcd,
   startBackend,
@@ -231,6 +231,8 @@ test('stale tagged guard rules (iptables and ip6tables) are removed at start wit
   // The updater runs inside the namespace (etcd is unreachable from there: start-up does not wait for it).
   const dir = await tempDir('hu-secrets-ns-');
   t.after(() => removeDir(dir));
+  // What a crash mid-reload of an iptables-guarded run leaves in its state dir besides the rules.
+  await writeFile(path.join(dir, 'guard-engaged'), '1\n');
   const proc = startProcess('ip', [
     'netns', 'exec', NS, process.execPath, BIN, 'run',
     '--etcd', 'http://127.0.0.1:1',
@@ -251,6 +253,7 @@ test('stale tagged guard rules (iptables and ip6tables) are removed at start wit
     await waitFor(async () => !(await ipt(bin, '-S', 'INPUT')).stdout.includes(TAG), { what: `${bin} tagged rule removed`, timeoutMs: 15_000 });
     assert.match((await ipt(bin, '-S', 'INPUT')).stdout, /someone-else/, `${bin}: a foreign rule was removed`);
   }
+  await waitFor(() => access(path.join(dir, 'guard-engaged')).then(() => false, () => true), { what: 'guard marker removed', timeoutMs: 5000 });
   // And it went on starting: HAProxy answers inside the namespace (no route yet: 503).
   await waitFor(async () => (await execFileP('ip', ['netns', 'exec', NS, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:8080/']).catch(() => ({ stdout: '' }))).stdout === '503', {
     what: 'HAProxy serving in the namespace',

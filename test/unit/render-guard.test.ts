@@ -137,6 +137,27 @@ test('createGuard; guard none removes stale tagged rules at init (iptables and i
   assert.throws(() => createGuard('pf'), InvalidArgumentError);
 });
 
+test('guard marker: an engaged iptables guard leaves it until released; guard none sweeps only when a crash left it', async (t) => {
+  const ipt = await fakeIptables(t, [OTHER, STALE]);
+  const ip6 = await fakeIptables(t, []);
+  const markerPath = path.join(path.dirname(ipt.bin), 'guard-engaged');
+  // No marker: this state dir never guarded, so guard none leaves the firewall alone.
+  await createGuard('none', { iptables: ipt.bin, ip6tables: ip6.bin, markerPath }).init();
+  assert.deepEqual(await ipt.rules(), [OTHER, STALE]);
+  const guard = new IptablesGuard({ iptables: ipt.bin, ip6tables: ip6.bin, markerPath });
+  await guard.init();
+  assert.deepEqual(await ipt.rules(), [OTHER]);
+  await guard.engage([8080]);
+  assert.equal(await readFile(markerPath, 'utf8'), `${process.pid}\n`, 'marker written while engaged');
+  // A crash here leaves rule and marker: the next start in mode none removes both.
+  await createGuard('none', { iptables: ipt.bin, ip6tables: ip6.bin, markerPath }).init();
+  assert.deepEqual(await ipt.rules(), [OTHER]);
+  await assert.rejects(readFile(markerPath), /ENOENT/);
+  await guard.engage([8080]);
+  await guard.release();
+  await assert.rejects(readFile(markerPath), /ENOENT/, 'marker removed with the rules');
+});
+
 test('iptables guard with ipv6 (dual-stack listeners) drops SYNs in ip6tables too; without, ip6tables is only cleaned', async (t) => {
   const ipt = await fakeIptables(t);
   const ip6 = await fakeIptables(t, [STALE]);
