@@ -113,14 +113,42 @@ async function cpuSeconds(pid: number): Promise<number | null> {
   return Number.isFinite(ticks) ? ticks / 100 : null;
 }
 
-/** Polls `show servers state <backend>` until `done` holds for its rows; ms from `t0`, or null after 10 s. */
-async function seenAfter(rt: RuntimeClient, backend: string, t0: number, done: (rows: ServerStateRow[]) => boolean): Promise<number | null> {
-  while (now() - t0 < 10_000) {
-    const rows = parseServersState(await rt.run(showServersState(backend)));
-    if (done(rows)) return now() - t0;
-    await sleep(2);
+/**
+ * One poller for all outstanding changes: round after round, one `show servers state
+ * <backend>` per outstanding change, one at a time (many concurrent pollers would compete
+ * with the updater for HAProxy's CLI), so the admin socket sees one client connection at most.
+ */
+class StatePoller {
+  readonly #rt: RuntimeClient;
+  readonly #waiting = new Set<{ backend: string; t0: number; done: (rows: ServerStateRow[]) => boolean; resolve: (ms: number | null) => void }>();
+  #running = false;
+
+  constructor(rt: RuntimeClient) {
+    this.#rt = rt;
   }
-  return null;
+
+  /** ms from `t0` until `done` holds for the backend's rows, or null after 10 s. */
+  seen(backend: string, t0: number, done: (rows: ServerStateRow[]) => boolean): Promise<number | null> {
+    const p = new Promise<number | null>((resolve) => this.#waiting.add({ backend, t0, done, resolve }));
+    if (!this.#running) void this.#loop();
+    return p;
+  }
+
+  async #loop(): Promise<void> {
+    this.#running = true;
+    while (this.#waiting.size > 0) {
+      for (const w of [...this.#waiting]) {
+        const rows = await this.#rt.run(showServersState(w.backend)).then(parseServersState, () => null);
+        const t = now() - w.t0;
+        if (rows && w.done(rows)) w.resolve(t);
+        else if (t > 10_000) w.resolve(null);
+        else continue;
+        this.#waiting.delete(w);
+      }
+      await sleep(2);
+    }
+    this.#running = false;
+  }
 }
 
 const holds = (addr: string, port: number) => (rows: ServerStateRow[]) => rows.some((r) => r.srvAddr === addr && Number(r.srvPort) === port && slotUse(r) !== 'maint' && slotUse(r) !== 'free');
@@ -153,7 +181,7 @@ export async function scaleChurn(ctx: Ctx): Promise<ScaleChurnResult> {
     if (!synced) throw new Error(`scale churn: ${S}x${U} never all in HAProxy`);
     await until(async () => (await d.u.get('/readyz').catch(() => ({ status: 0 }))).status === 200, 30_000, 100);
     await sleep(1000);
-    const rt = new RuntimeClient({ path: d.u.adminSocket }, { timeoutMs: 5000 });
+    const poller = new StatePoller(new RuntimeClient({ path: d.u.adminSocket }, { timeoutMs: 5000 }));
 
     // Single changes, one at a time, each on another service.
     const samples = args.quick ? 20 : 50;
@@ -162,10 +190,10 @@ export async function scaleChurn(ctx: Ctx): Promise<ScaleChurnResult> {
       const s = (i * 37) % S;
       const t0 = now();
       await client.put(key(s, `c${i}`)).value(`127.0.0.1:${live.port}`);
-      const ms = await seenAfter(rt, `http-${name(s)}`, t0, holds('127.0.0.1', live.port));
+      const ms = await poller.seen(`http-${name(s)}`, t0, holds('127.0.0.1', live.port));
       if (ms !== null) conv.push(ms);
       await client.delete().key(key(s, `c${i}`)).exec();
-      await seenAfter(rt, `http-${name(s)}`, now(), released('127.0.0.1', live.port));
+      await poller.seen(`http-${name(s)}`, now(), released('127.0.0.1', live.port));
       await sleep(50);
     }
     log(`scale churn: single change at ${S}x${U}: p50 ${round(pct(conv, 50))} ms, p99 ${round(pct(conv, 99))} ms (${samples - conv.length} timeouts)`);
@@ -186,10 +214,10 @@ export async function scaleChurn(ctx: Ctx): Promise<ScaleChurnResult> {
       const t0 = now();
       if (i % 2 === 0) {
         await client.put(key(s, `k${k}`)).value(`${addr}:19500`);
-        lat.push(seenAfter(rt, be, t0, holds(addr, 19500)));
+        lat.push(poller.seen(be, t0, holds(addr, 19500)));
       } else {
         await client.delete().key(key(s, `k${k}`)).exec();
-        lat.push(seenAfter(rt, be, t0, released(addr, 19500)));
+        lat.push(poller.seen(be, t0, released(addr, 19500)));
       }
     }
     const results = await Promise.all(lat);
