@@ -92,6 +92,7 @@ export class Daemon {
   #dirty: Set<string> | null = null;
   /** HAProxy as known between full reads (model.ts): what incremental passes start from. */
   readonly #model = new HaproxyModel();
+  #refsOf: { config: string; refs: ReadonlySet<string> } | null = null;
   #timers = new Set<NodeJS.Timeout>();
   #verifyTimer: NodeJS.Timeout | null = null;
   #stopping = false;
@@ -409,7 +410,7 @@ export class Daemon {
       // New settings need a reload anyway; a runtime add would write them to disk unreloaded.
       dynamicBackends: this.#version.current.capabilities.dynamicBackends && !this.#settingsChanged(),
       runtimeRefused: this.#runtimeRefused,
-      staticRefs: staticBackendRefs(this.#appliedConfig),
+      staticRefs: this.#staticRefs(),
     };
     const p = scope ? planScoped(registry, observed, { ...ctx, scope }) : makePlan(registry, observed, ctx);
     if (p) this.#drainStartedAt = p.drainStartedAt;
@@ -459,6 +460,12 @@ export class Daemon {
       // The running backends are not in the file: the next pass sees no structure for them and reloads.
       log.error({ err }, 'writing the config after a runtime backend change failed');
     }
+  }
+
+  /** The applied config's static backend references, read once per config (a scan of every line). */
+  #staticRefs(): ReadonlySet<string> {
+    if (this.#refsOf?.config !== this.#appliedConfig) this.#refsOf = { config: this.#appliedConfig, refs: staticBackendRefs(this.#appliedConfig) };
+    return this.#refsOf.refs;
   }
 
   #settingsChanged(): boolean {
