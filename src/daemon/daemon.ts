@@ -241,6 +241,7 @@ export class Daemon {
   async #restartManaged(): Promise<void> {
     if (this.#stopping || this.#restarting || !this.#managed) return;
     this.#restarting = true;
+    this.#model.invalidate(); // a new HAProxy: nothing known of it until a full read
     try {
       for (let attempt = 1; !this.#stopping; attempt++) {
         try {

@@ -64,7 +64,11 @@ export class HaproxyModel {
       const op = r.op;
       if (op.kind === 'map-add' || op.kind === 'map-set') this.#maps[op.map].set(op.key, op.value);
       else if (op.kind === 'map-del') this.#maps[op.map].delete(op.key);
-      else if ('backend' in op) this.#stale.add(op.backend);
+      else if (op.kind === 'del-backend') {
+        // Gone from HAProxy: a service coming back under that name is a new backend (a full pass).
+        this.#backends?.delete(op.backend);
+        this.#stale.delete(op.backend);
+      } else if ('backend' in op) this.#stale.add(op.backend);
     }
   }
 }
