@@ -320,7 +320,7 @@ export class Daemon {
       let { observed, plan } = inc ?? (await this.#observeAndPlan(registry));
       const { decision, rendered } = inc ? { decision: null, rendered: null } : this.#decide(plan, registry);
       if (decision === null) {
-        // Incremental: membership and routing of unchanged backends only, nothing to decide.
+        // Incremental: membership and routing of the changed backends, no reload reason: nothing to decide.
       } else if (decision.action === 'later') {
         log.debug({ waitMs: decision.afterMs }, 'reload rate-limited; runtime changes applied now');
         this.#later(decision.afterMs, 'rate-limited-reload');
