@@ -99,6 +99,15 @@ export interface ScaleChurnResult {
   convergenceMs: Dist;
   /** `changesPerS` add/remove changes for `durationS` at that size: put -> visible in `show servers state` (added: out of maint; removed: no longer ready). */
   churn: { changes: number; durationS: number; timeouts: number; latencyMs: Dist; cpuCores: number | null };
+  /** Mean pass duration by kind over the run (the daemon's pass histogram; null where it has none). */
+  passMs: { full: number | null; incremental: number | null };
+}
+
+/** Mean of `haproxy_updater_pass_duration_seconds{kind}` in ms, from /metrics text. */
+function meanPassMs(metrics: string, kind: string): number | null {
+  const v = (what: string) => Number(new RegExp(`^haproxy_updater_pass_duration_seconds_${what}\\{kind="${kind}"\\} (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+  const ms = (v('sum') / v('count')) * 1000;
+  return Number.isFinite(ms) ? round(ms, 2) : null;
 }
 
 const SCALE_PREFIX = '/bench/scale-churn';
@@ -225,6 +234,9 @@ export async function scaleChurn(ctx: Ctx): Promise<ScaleChurnResult> {
     const windowS = (now() - w0) / 1000;
     const ok = results.filter((x): x is number => x !== null);
     const cpuCores = cpu0 !== null && cpu1 !== null ? round((cpu1 - cpu0) / windowS, 3) : null;
+    const metrics = (await d.u.get('/metrics').catch(() => ({ body: '' }))).body;
+    const passMs = { full: meanPassMs(metrics, 'full'), incremental: meanPassMs(metrics, 'incremental') };
+    log(`scale churn: mean pass ${passMs.incremental ?? '-'} ms incremental, ${passMs.full ?? '-'} ms full`);
     log(`scale churn: ${n} changes in ${durationS} s: p50 ${round(pct(ok, 50))} ms, p99 ${round(pct(ok, 99))} ms, updater CPU ${cpuCores} core`);
     return {
       services: S,
@@ -232,6 +244,7 @@ export async function scaleChurn(ctx: Ctx): Promise<ScaleChurnResult> {
       admission: 'daemon default',
       convergenceMs: dist(conv),
       churn: { changes: n, durationS, timeouts: n - ok.length, latencyMs: dist(ok), cpuCores },
+      passMs,
     };
   } finally {
     await d.close();

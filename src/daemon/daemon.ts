@@ -353,6 +353,7 @@ export class Daemon {
       this.#lastPassOk = true;
       this.#lastPassError = null;
       this.metrics.passes.inc({ result: 'ok' });
+      this.metrics.passSeconds.observe({ kind: inc ? 'incremental' : 'full' }, (Date.now() - started) / 1000);
       log.debug({ why, incremental: inc !== null, ms: Date.now() - started, ops: plan.ops.length, reasons: plan.reasons.length }, 'pass done');
     } catch (err) {
       this.#lastPassOk = false;
