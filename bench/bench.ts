@@ -136,7 +136,7 @@ export interface Results {
   scale?: ScaleResult;
   /** Stable keys: `scaleConvergence.probe.convergenceMs.{p50,p99}` (measured with the daemon's default admission). */
   scaleConvergence?: { probe: { admission: string; convergenceMs: Dist } };
-  scaleChurn?: { services: number; upstreamsPer: number; changes: number; durationS: number; timeouts: number; latencyMs: Dist; cpuCores: number | null; passMs: ScaleChurnResult['passMs'] };
+  scaleChurn?: { services: number; upstreamsPer: number; changes: number; durationS: number; timeouts: number; superseded: number; latencyMs: Dist; cpuCores: number | null; passMs: ScaleChurnResult['passMs'] };
   cluster?: ClusterResult;
   /** 1-minute load average before and after the run (the benchmark itself adds ~2-3). */
   loadAverage?: { before: number; after: number };
@@ -239,7 +239,7 @@ function table(r: Results): string {
     const c = r.scaleChurn;
     if (r.scale) sep();
     rows.push([`one upstream added at ${c.services}x${c.upstreamsPer}: put -> in HAProxy p50/p95/p99 ms`, trio(r.scaleConvergence.probe.convergenceMs), '', '']);
-    rows.push([`churn at ${c.services}x${c.upstreamsPer}, ${c.changes} changes in ${c.durationS} s: p50/p95/p99 ms`, `${trio(c.latencyMs)} (${c.timeouts} timeouts)`, '', '']);
+    rows.push([`churn at ${c.services}x${c.upstreamsPer}, ${c.changes} changes in ${c.durationS} s: p50/p95/p99 ms`, `${trio(c.latencyMs)} (${c.timeouts} timeouts, ${c.superseded} adds superseded)`, '', '']);
     rows.push(['  updater CPU during that churn, cores', c.cpuCores === null ? '-' : c.cpuCores.toFixed(2), '', '']);
     rows.push(['  mean pass ms at that size: incremental / full', `${f1(c.passMs.incremental)} / ${f1(c.passMs.full)}`, '', '']);
   }

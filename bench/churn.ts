@@ -98,7 +98,8 @@ export interface ScaleChurnResult {
   /** One upstream added to one service while the registry holds services x upstreamsPer: put -> in `show servers state`, out of maint. */
   convergenceMs: Dist;
   /** `changesPerS` add/remove changes for `durationS` at that size: put -> visible in `show servers state` (added: out of maint; removed: no longer ready). */
-  churn: { changes: number; durationS: number; timeouts: number; latencyMs: Dist; cpuCores: number | null };
+  /** `superseded`: adds removed before HAProxy ever showed them; `timeouts`: other changes not seen within 10 s. */
+  churn: { changes: number; durationS: number; timeouts: number; superseded: number; latencyMs: Dist; cpuCores: number | null };
   /** Mean pass duration by kind over the run (the daemon's pass histogram; null where it has none). */
   passMs: { full: number | null; incremental: number | null };
 }
@@ -207,43 +208,60 @@ export async function scaleChurn(ctx: Ctx): Promise<ScaleChurnResult> {
     }
     log(`scale churn: single change at ${S}x${U}: p50 ${round(pct(conv, 50))} ms, p99 ${round(pct(conv, 99))} ms (${samples - conv.length} timeouts)`);
 
-    // Open-loop churn: a change every 1/CHURN_PER_S s, alternately an add and the removal of the previous add.
+    // Open-loop churn: a change every 1/CHURN_PER_S s; the first 10 and then every other one
+    // add an upstream, the others remove the oldest one added (about 2 s or more before), so
+    // an add and its removal do not fall into one batch.
     const durationS = args.quick ? 10 : 20;
     const n = durationS * CHURN_PER_S;
     const lat: Array<Promise<number | null>> = [];
+    const added: Array<{ k: number; s: number; addr: string }> = [];
+    /** Adds removed before they were ever seen (not a latency: the change was superseded). */
+    const removedEarly = new Set<Promise<number | null>>();
+    const addOf = new Map<number, Promise<number | null>>();
     const cpu0 = await cpuSeconds(d.u.proc.pid);
     const w0 = now();
+    let nextK = 0;
     for (let i = 0; i < n; i++) {
       const at = w0 + (i * 1000) / CHURN_PER_S;
       if (at > now()) await sleep(at - now());
-      const k = i >> 1;
-      const s = (k * 53 + 11) % S;
-      const addr = `127.5.${k >> 8}.${k & 255}`;
-      const be = `http-${name(s)}`;
       const t0 = now();
-      if (i % 2 === 0) {
+      if (i < 10 || i % 2 === 0 || added.length === 0) {
+        const k = nextK++;
+        const s = (k * 53 + 11) % S;
+        const addr = `127.5.${k >> 8}.${k & 255}`;
+        added.push({ k, s, addr });
         await client.put(key(s, `k${k}`)).value(`${addr}:19500`);
-        lat.push(poller.seen(be, t0, holds(addr, 19500)));
+        const p = poller.seen(`http-${name(s)}`, t0, holds(addr, 19500));
+        addOf.set(k, p);
+        lat.push(p);
       } else {
+        const { k, s, addr } = added.shift()!;
+        const add = addOf.get(k)!;
+        let seen = false;
+        void add.then(() => (seen = true));
         await client.delete().key(key(s, `k${k}`)).exec();
-        lat.push(poller.seen(be, t0, released(addr, 19500)));
+        await Promise.resolve();
+        if (!seen) removedEarly.add(add);
+        lat.push(poller.seen(`http-${name(s)}`, t0, released(addr, 19500)));
       }
     }
-    const results = await Promise.all(lat);
+    const windowS = (now() - w0) / 1000 + 1 / CHURN_PER_S;
+    await sleep(1000 / CHURN_PER_S);
     const cpu1 = await cpuSeconds(d.u.proc.pid);
-    const windowS = (now() - w0) / 1000;
-    const ok = results.filter((x): x is number => x !== null);
+    const settled = await Promise.all(lat.map(async (p) => ({ ms: await p, early: removedEarly.has(p) })));
+    const ok = settled.filter((x) => x.ms !== null).map((x) => x.ms as number);
+    const superseded = settled.filter((x) => x.ms === null && x.early).length;
     const cpuCores = cpu0 !== null && cpu1 !== null ? round((cpu1 - cpu0) / windowS, 3) : null;
     const metrics = (await d.u.get('/metrics').catch(() => ({ body: '' }))).body;
     const passMs = { full: meanPassMs(metrics, 'full'), incremental: meanPassMs(metrics, 'incremental') };
     log(`scale churn: mean pass ${passMs.incremental ?? '-'} ms incremental, ${passMs.full ?? '-'} ms full`);
-    log(`scale churn: ${n} changes in ${durationS} s: p50 ${round(pct(ok, 50))} ms, p99 ${round(pct(ok, 99))} ms, updater CPU ${cpuCores} core`);
+    log(`scale churn: ${n} changes in ${durationS} s: p50 ${round(pct(ok, 50))} ms, p99 ${round(pct(ok, 99))} ms (${superseded} superseded), updater CPU ${cpuCores} core`);
     return {
       services: S,
       upstreamsPer: U,
       admission: 'daemon default',
       convergenceMs: dist(conv),
-      churn: { changes: n, durationS, timeouts: n - ok.length, latencyMs: dist(ok), cpuCores },
+      churn: { changes: n, durationS, timeouts: n - ok.length - superseded, superseded, latencyMs: dist(ok), cpuCores },
       passMs,
     };
   } finally {
