@@ -27,7 +27,8 @@ export async function observe(runtime: RuntimeClient, settings: Pick<RenderSetti
   if (!stat?.ok) throw stat?.error ?? new Error('show stat: no reply');
   return observeState({
     servers: parseServersState(state.reply),
-    stats: parseStat(stat.reply).map((r) => ({ ...r, scur: r.scur ?? 0, qcur: r.qcur ?? 0 })),
+    // Rows as parsed: a copy of each (16 000 at 1000 services) cost more than the parse.
+    stats: parseStat(stat.reply),
     hostsMap: mapOf(hosts, settings.hostsMap),
     sniMap: mapOf(sni, settings.sniMap),
     structureHashes: readAppliedStructure(appliedConfig),
@@ -60,7 +61,7 @@ export async function observeBackends(runtime: RuntimeClient, backends: readonly
   });
   const observed = observeState({
     servers,
-    stats: stats.map((r) => ({ ...r, scur: r.scur ?? 0, qcur: r.qcur ?? 0 })),
+    stats,
     hostsMap: new Map(),
     sniMap: new Map(),
     structureHashes: new Map(backends.map((be) => [be, structureHash(be)])),
