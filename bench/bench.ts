@@ -13,7 +13,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { BIN_ENV, bin, startEtcd, type Tool } from '../testkit/index.js';
 import { convergence, type ConvResult, type Floors } from './convergence.js';
-import { churn, type ChurnResult } from './churn.js';
+import { churn, scaleChurn, type ChurnResult, type ScaleChurnResult } from './churn.js';
 import { reloads, type ReloadsResult } from './reloads.js';
 import { burst, type BurstResult } from './burst.js';
 import { scale, type ScaleResult } from './scale.js';
@@ -134,6 +134,9 @@ export interface Results {
   reloads?: ReloadsResult;
   burst?: { updater: BurstResult; confd: BurstResult };
   scale?: ScaleResult;
+  /** Stable keys: `scaleConvergence.probe.convergenceMs.{p50,p99}` (measured with the daemon's default admission). */
+  scaleConvergence?: { probe: { admission: string; convergenceMs: Dist } };
+  scaleChurn?: { services: number; upstreamsPer: number; changes: number; durationS: number; timeouts: number; superseded: number; latencyMs: Dist; cpuCores: number | null; passMs: ScaleChurnResult['passMs'] };
   cluster?: ClusterResult;
   /** 1-minute load average before and after the run (the benchmark itself adds ~2-3). */
   loadAverage?: { before: number; after: number };
@@ -232,6 +235,14 @@ function table(r: Results): string {
       rows.push([`  all ${g.to} in HAProxy / UP s; slots, overflow at end`, `${f1(g.allConfiguredS)} / ${f1(g.allUpS)}; ${g.slotsAtEnd}, ${g.overflowAtEnd}`, '', '']);
     }
   }
+  if (r.scaleConvergence && r.scaleChurn) {
+    const c = r.scaleChurn;
+    if (r.scale) sep();
+    rows.push([`one upstream added at ${c.services}x${c.upstreamsPer}: put -> in HAProxy p50/p95/p99 ms`, trio(r.scaleConvergence.probe.convergenceMs), '', '']);
+    rows.push([`churn at ${c.services}x${c.upstreamsPer}, ${c.changes} changes in ${c.durationS} s: p50/p95/p99 ms`, `${trio(c.latencyMs)} (${c.timeouts} timeouts, ${c.superseded} adds superseded)`, '', '']);
+    rows.push(['  updater CPU during that churn, cores', c.cpuCores === null ? '-' : c.cpuCores.toFixed(2), '', '']);
+    rows.push(['  mean pass ms at that size: incremental / full', `${f1(c.passMs.incremental)} / ${f1(c.passMs.full)}`, '', '']);
+  }
   if (r.cluster) {
     const c = r.cluster;
     if ('skipped' in c) rows.push(['cluster: skipped', c.skipped, '', '']);
@@ -316,6 +327,11 @@ async function main(): Promise<number> {
     results.reloads = await run('reloads', () => reloads(ctx));
     results.burst = await run('burst', async () => ({ updater: await burst(ctx, 'updater'), confd: await burst(ctx, 'confd') }));
     results.scale = await run('scale', () => scale(ctx));
+    const sc = await run('scalechurn', () => scaleChurn(ctx));
+    if (sc) {
+      results.scaleConvergence = { probe: { admission: sc.admission, convergenceMs: sc.convergenceMs } };
+      results.scaleChurn = { services: sc.services, upstreamsPer: sc.upstreamsPer, ...sc.churn, passMs: sc.passMs };
+    }
     results.cluster = await run('cluster', () => cluster(ctx));
   } finally {
     ctx.client.close();

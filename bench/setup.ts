@@ -4,7 +4,7 @@ import path from 'node:path';
 import { freePort, killHaproxy, removeDir, startUpdater, tempDir, type EtcdHandle, type UpdaterHandle } from '../testkit/index.js';
 import { ConfdBaseline } from './confd.js';
 
-export const MEASURES = ['convergence', 'churn', 'reloads', 'burst', 'scale', 'cluster'] as const;
+export const MEASURES = ['convergence', 'churn', 'reloads', 'burst', 'scale', 'scalechurn', 'cluster'] as const;
 export type Measure = (typeof MEASURES)[number];
 
 export interface Args {

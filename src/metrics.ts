@@ -79,6 +79,13 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly passSeconds = new Histogram({
+    name: 'haproxy_updater_pass_duration_seconds',
+    help: 'Duration of a successful reconcile pass: full (reads all of HAProxy) or incremental (the changed backends only)',
+    labelNames: ['kind'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
   readonly haproxyReloads = new Gauge({
     name: 'haproxy_updater_haproxy_master_reloads',
     help: "HAProxy master's own reload counter, as read from `show proc`",

@@ -18,6 +18,8 @@ import { RegistryWatcher, type AddressPolicy, type RegistryUpdate } from '../wat
 import { RuntimeClient, MasterClient, VersionTracker, localCheckFirst, type SocketTarget } from '../runtime/index.js';
 import {
   plan as makePlan,
+  planScoped,
+  changedBackends,
   decideReload,
   initialCapacity,
   isClearedAddr,
@@ -25,6 +27,7 @@ import {
   servingSet,
   type DecideResult,
   type Hold,
+  type HoldResult,
   type UpstreamKey,
   type Plan,
   type ObservedState,
@@ -34,7 +37,8 @@ import {
 import { renderConfig, tcpListeners, configIdentity, staticBackendRefs, type RenderSettings, type Rendered } from '../render/index.js';
 import { Reloader, createGuard, ReloadLimiter, haproxyVersion, ensurePrivateDir, type ReloadGuard } from '../reload/index.js';
 import { bindHost } from '../render/safe.js';
-import { observe } from './observe.js';
+import { observe, observeBackends } from './observe.js';
+import { HaproxyModel } from './model.js';
 import { applyOps, type ApplyResult } from './apply.js';
 import { ManagedHaproxy } from './haproxy-process.js';
 import { settingsChanged, stampConfig } from './settings-stamp.js';
@@ -43,6 +47,8 @@ import { certPaths, prepareCertFiles } from '../certs/default.js';
 import { ReadinessTracker, type Readiness } from './readiness.js';
 
 const log = logger('daemon');
+/** Above this many changed backends a pass reads everything: one full read is then cheaper. */
+const MAX_INCREMENTAL_BACKENDS = 64;
 
 export interface DaemonOptions {
   etcd: { endpoints: string[]; prefix: string; tls?: { ca?: string; cert?: string; key?: string }; auth?: { username: string; password: string } };
@@ -94,6 +100,11 @@ export class Daemon {
   #deferredSince = 0;
   #pendingSince = 0;
   #passQueued = false;
+  /** Backends changed in the registry since the last pass started; null: the next pass is a full one. */
+  #dirty: Set<string> | null = null;
+  /** HAProxy as known between full reads (model.ts): what incremental passes start from. */
+  readonly #model = new HaproxyModel();
+  #refsOf: { config: string; refs: ReadonlySet<string> } | null = null;
   #timers = new Set<NodeJS.Timeout>();
   #verifyTimer: NodeJS.Timeout | null = null;
   #stopping = false;
@@ -267,6 +278,7 @@ export class Daemon {
   async #restartManaged(): Promise<void> {
     if (this.#stopping || this.#restarting || !this.#managed) return;
     this.#restarting = true;
+    this.#model.invalidate(); // a new HAProxy: nothing known of it until a full read
     try {
       for (let attempt = 1; !this.#stopping; attempt++) {
         try {
@@ -291,47 +303,63 @@ export class Daemon {
       log.warn({ revision: u.revision }, 'etcd unreachable: keeping the last good registry in force');
       return;
     }
+    const previous = this.#registry;
     this.#registry = u.registry;
     this.#rejections = u.rejections;
     this.metrics.rejectedEntries.set(u.rejections.length);
     this.metrics.claimConflicts.set(u.rejections.filter((r) => r.claimedBy !== undefined).length);
     if (u.rejections.length) this.metrics.rejectionsTotal.inc(u.rejections.length);
     if (!this.#pendingSince) this.#pendingSince = Date.now();
-    void this.requestPass(u.cause);
+    // Which backends this change touches (before and after); null (load, resync): all.
+    const scope = u.changed === null ? null : changedBackends(previous, u.registry, u.changed);
+    void this.requestPass(u.cause, scope);
   }
 
-  /** Queues one pass unless one is already waiting (passes always read the latest state). */
-  requestPass(why: string): Promise<void> {
+  /**
+   * Queues one pass unless one is already waiting (passes always read the latest state).
+   * `scope`: the backends to plan; changes arriving while a pass runs accumulate into the
+   * next one. Default (null): a full pass, which reads and plans everything.
+   */
+  requestPass(why: string, scope: ReadonlySet<string> | null = null): Promise<void> {
     if (this.#stopping || !this.#started) return Promise.resolve();
+    if (scope === null) this.#dirty = null;
+    else if (this.#dirty !== null) for (const be of scope) this.#dirty.add(be);
     if (this.#passQueued) return this.#queue.onIdle();
     this.#passQueued = true;
     return this.#queue.add(async () => {
       this.#passQueued = false;
-      await this.#pass(why);
+      const dirty = this.#dirty;
+      this.#dirty = new Set();
+      await this.#pass(why, dirty);
     });
   }
 
-  #later(ms: number, why: string): void {
+  #later(ms: number, why: string, scope: ReadonlySet<string> | null = null): void {
     const t = setTimeout(() => {
       this.#timers.delete(t);
-      void this.requestPass(why);
+      void this.requestPass(why, scope);
     }, ms);
     t.unref();
     this.#timers.add(t);
   }
 
-  /** One pass: observe, plan, decide, execute (reload if decided, then the runtime ops). */
-  async #pass(why: string): Promise<void> {
+  /**
+   * One pass: observe, plan, decide, execute (reload if decided, then the runtime ops). With a
+   * `scope` (the backends of changed services) it is incremental when it may be: only those
+   * backends are read and planned; anything else (or null) makes it a full pass.
+   */
+  async #pass(why: string, scope: ReadonlySet<string> | null = null): Promise<void> {
     const raw = this.#registry;
     if (!raw) return;
     const started = Date.now();
     let reloadError: unknown = null;
     try {
-      let observed = await observe(this.#runtime, this.#o.render, this.#appliedConfig);
-      const registry = this.#applyHold(raw, observed);
-      let plan = this.#plan(registry, observed);
-      const { decision, rendered } = this.#decide(plan, registry);
-      if (decision.action === 'later') {
+      const inc = scope !== null && this.#incrementalAllowed(scope) ? await this.#planIncremental(raw, scope) : null;
+      let { observed, plan, registry } = inc ?? (await this.#observeAndPlan(raw));
+      const { decision, rendered } = inc ? { decision: null, rendered: null } : this.#decide(plan, registry);
+      if (decision === null) {
+        // Incremental: membership and routing of the changed backends, no reload reason: nothing to decide.
+      } else if (decision.action === 'later') {
         log.debug({ waitMs: decision.afterMs }, 'reload rate-limited; runtime changes applied now');
         this.#later(decision.afterMs, 'rate-limited-reload');
       } else if (decision.action === 'none' && decision.why === 'refused') {
@@ -343,8 +371,7 @@ export class Daemon {
       } else if (decision.action === 'now' && rendered) {
         try {
           await this.#reload(rendered, decision.reasons, decision.config);
-          observed = await observe(this.#runtime, this.#o.render, this.#appliedConfig);
-          plan = this.#plan(registry, observed);
+          ({ observed, plan } = await this.#observeAndPlan(registry));
         } catch (err) {
           // A refused or failed reload must not hold back membership changes for the
           // backends that exist: apply those, then report the reload error.
@@ -357,7 +384,7 @@ export class Daemon {
       this.#updateReadiness(registry, observed);
       // Converged once a pass leaves nothing pending: its operations were applied (a failed
       // one schedules its own retry) and no reload is still wanted.
-      if (plan.pending) this.#later(250, 'pending');
+      if (plan.pending) this.#later(250, 'pending', inc ? scope : null);
       else if (this.#pendingSince && !plan.reload) {
         this.metrics.convergence.observe((Date.now() - this.#pendingSince) / 1000);
         this.#pendingSince = 0;
@@ -365,10 +392,12 @@ export class Daemon {
       this.#lastPassOk = true;
       this.#lastPassError = null;
       this.metrics.passes.inc({ result: 'ok' });
-      log.debug({ why, ms: Date.now() - started, ops: plan.ops.length, reasons: plan.reasons.length }, 'pass done');
+      this.metrics.passSeconds.observe({ kind: inc ? 'incremental' : 'full' }, (Date.now() - started) / 1000);
+      log.debug({ why, incremental: inc !== null, ms: Date.now() - started, ops: plan.ops.length, reasons: plan.reasons.length }, 'pass done');
     } catch (err) {
       this.#lastPassOk = false;
       this.#lastPassError = err instanceof Error ? err.message : String(err);
+      this.#model.invalidate();
       this.metrics.passes.inc({ result: 'error' });
       // A refusal already logged in full is not logged again on every pass.
       if (err instanceof UpdaterError && err.context.repeat) log.debug({ err, why }, 'pass: desired config still refused');
@@ -380,7 +409,14 @@ export class Daemon {
 
   /** The registry this pass applies: the raw one, or the held one (reconcile/hold.ts) while a mass removal is held. */
   #applyHold(raw: Registry, observed: ObservedState): Registry {
-    const r = decideHold({ applied: this.#appliedRegistry, next: raw, serving: servingSet(observed), maxRemoval: this.#o.maxRemoval ?? 0.5, released: this.#released });
+    return this.#commitHold(raw, this.#decideHold(raw, observed));
+  }
+
+  #decideHold(raw: Registry, observed: ObservedState): HoldResult {
+    return decideHold({ applied: this.#appliedRegistry, next: raw, serving: servingSet(observed), maxRemoval: this.#o.maxRemoval ?? 0.5, released: this.#released });
+  }
+
+  #commitHold(raw: Registry, r: HoldResult): Registry {
     const before = this.#hold;
     if (r.hold && r.hold.summary !== before?.summary) {
       log.error(
@@ -405,7 +441,47 @@ export class Daemon {
     if (this.#ready.waiting(now)) this.#later(250, 'readiness');
   }
 
-  #plan(registry: Registry, observed: ObservedState): Plan {
+  /** A full read of HAProxy (which becomes the model) and the plan of every backend. */
+  async #observeAndPlan(raw: Registry): Promise<{ observed: ObservedState; plan: Plan; registry: Registry }> {
+    const observed = await observe(this.#runtime, this.#o.render, this.#appliedConfig);
+    this.#model.replace(observed);
+    const registry = this.#applyHold(raw, observed);
+    return { observed, plan: this.#plan(registry, observed)!, registry };
+  }
+
+  /**
+   * An incremental pass needs a model from a full read and nothing a full pass must look at:
+   * a failed last pass, a reload reason waiting (refused, runtime-refused, consolidation due),
+   * changed settings, or so many backends that reading them all is as cheap.
+   */
+  #incrementalAllowed(scope: ReadonlySet<string>): boolean {
+    const consolidationDue = this.#deferredSince > 0 && this.#o.consolidateAfterMs > 0 && Date.now() - this.#deferredSince >= this.#o.consolidateAfterMs;
+    return (
+      this.#model.valid &&
+      this.#lastPassOk &&
+      this.#refusedConfig === null &&
+      this.#runtimeRefused.size === 0 &&
+      !consolidationDue &&
+      scope.size <= MAX_INCREMENTAL_BACKENDS &&
+      !this.#settingsChanged()
+    );
+  }
+
+  /** Reads the backends in scope (and those our last commands touched), plans them; null: needs a full pass. */
+  async #planIncremental(raw: Registry, scope: ReadonlySet<string>): Promise<{ observed: ObservedState; plan: Plan; registry: Registry } | null> {
+    const fresh = await observeBackends(this.#runtime, this.#model.toRead(scope), (be) => this.#model.structureHash(be));
+    const observed = this.#model.merge(fresh);
+    // A hold (engaged, held or lifted) concerns backends outside the scope: a full pass settles it.
+    const held = this.#decideHold(raw, observed);
+    if (held.hold || this.#hold) return null;
+    const registry = this.#commitHold(raw, held);
+    const plan = this.#plan(registry, observed, scope);
+    return plan ? { observed, plan, registry } : null;
+  }
+
+  #plan(registry: Registry, observed: ObservedState): Plan;
+  #plan(registry: Registry, observed: ObservedState, scope: ReadonlySet<string>): Plan | null;
+  #plan(registry: Registry, observed: ObservedState, scope?: ReadonlySet<string>): Plan | null {
     const ctx: PlanContext = {
       now: Date.now(),
       drainTimeoutMs: this.#o.drainTimeoutMs,
@@ -414,16 +490,17 @@ export class Daemon {
       // New settings need a reload anyway; a runtime add would write them to disk unreloaded.
       dynamicBackends: this.#version.current.capabilities.dynamicBackends && !this.#settingsChanged(),
       runtimeRefused: this.#runtimeRefused,
-      staticRefs: staticBackendRefs(this.#appliedConfig),
+      staticRefs: this.#staticRefs(),
     };
-    const p = makePlan(registry, observed, ctx);
-    this.#drainStartedAt = p.drainStartedAt;
+    const p = scope ? planScoped(registry, observed, { ...ctx, scope }) : makePlan(registry, observed, ctx);
+    if (p) this.#drainStartedAt = p.drainStartedAt;
     return p;
   }
 
   async #apply(plan: Plan, registry: Registry): Promise<void> {
     if (plan.ops.length === 0) return;
     const results = await applyOps(this.#runtime, plan.ops, this.#o.render, { waitSrvRemovable: this.#version.current.capabilities.waitSrvRemovable });
+    this.#model.record(results);
     for (const r of results) this.metrics.runtimeCommands.inc({ command: r.family, result: r.ok ? 'ok' : r.code });
     const failed = results.filter((r) => !r.ok);
     if (failed.length) {
@@ -463,6 +540,12 @@ export class Daemon {
       // The running backends are not in the file: the next pass sees no structure for them and reloads.
       log.error({ err }, 'writing the config after a runtime backend change failed');
     }
+  }
+
+  /** The applied config's static backend references, read once per config (a scan of every line). */
+  #staticRefs(): ReadonlySet<string> {
+    if (this.#refsOf?.config !== this.#appliedConfig) this.#refsOf = { config: this.#appliedConfig, refs: staticBackendRefs(this.#appliedConfig) };
+    return this.#refsOf.refs;
   }
 
   #settingsChanged(): boolean {

@@ -7,3 +7,4 @@ export * from './dynamic.js';
 export * from './decide.js';
 export * from './describe.js';
 export * from './hold.js';
+export * from './incremental.js';

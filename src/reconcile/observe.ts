@@ -27,8 +27,9 @@ export interface ServerStateRowLike {
 export interface StatRowLike {
   readonly pxname: string;
   readonly svname: string;
-  readonly scur: Num;
-  readonly qcur: Num;
+  /** null/absent (a proxy without the column): 0. */
+  readonly scur: Num | null;
+  readonly qcur: Num | null;
   readonly status: string;
   readonly checkStatus?: string;
 }
@@ -43,8 +44,8 @@ export interface ObserveInput {
   readonly sniMap: ReadonlyMap<string, string>;
 }
 
-function num(v: Num | undefined, dflt = 0): number {
-  if (v === undefined || v === '') return dflt;
+function num(v: Num | null | undefined, dflt = 0): number {
+  if (v === undefined || v === null || v === '') return dflt;
   const n = typeof v === 'number' ? v : Number(v);
   return Number.isFinite(n) ? n : dflt;
 }

@@ -131,10 +131,16 @@ class Pass {
 
 export function plan(desired: Registry, observedRaw: ObservedState, ctx: PlanContext): Plan {
   const p = new Pass(ctx);
-  const observed = normalizeObserved(observedRaw);
+  const scope = ctx.scope;
+  const inScope = (be: string) => scope === undefined || scope.has(be);
+  const observed = normalizeObserved(observedRaw, scope);
   const desiredBackends = new Map<string, Service>();
   for (const svc of [...desired.http.values(), ...desired.tcp.values()]) desiredBackends.set(backendName(svc), svc);
-  const beNames = [...desiredBackends.keys()].sort();
+  const beNames = (scope === undefined ? [...desiredBackends.keys()] : [...scope].filter((be) => desiredBackends.has(be))).sort();
+  if (scope !== undefined) {
+    // Drains of backends outside the scope keep their start time.
+    for (const [key, t] of ctx.drainStartedAt) if (!scope.has(key.slice(0, key.indexOf('/')))) p.drainStartedAt.set(key, t);
+  }
   p.summary.backends = beNames.length;
 
   for (const be of beNames) {
@@ -174,7 +180,7 @@ export function plan(desired: Registry, observedRaw: ObservedState, ctx: PlanCon
   }
 
   const gone = [...observed.backends.values()]
-    .filter((ob) => !desiredBackends.has(ob.name) && MANAGED_BACKEND_RE.test(ob.name))
+    .filter((ob) => inScope(ob.name) && !desiredBackends.has(ob.name) && MANAGED_BACKEND_RE.test(ob.name))
     .sort((a, b) => a.name.localeCompare(b.name));
   for (const ob of gone) {
     if (placeRemovedService(ob.name, { ...dyn, staticRefs: ctx.staticRefs ?? new Set() }) === 'runtime') {
@@ -211,9 +217,14 @@ export function plan(desired: Registry, observedRaw: ObservedState, ctx: PlanCon
   };
 }
 
-function normalizeObserved(o: ObservedState): ObservedState {
-  const backends = new Map<string, ObservedBackend>();
-  for (const [name, ob] of o.backends) backends.set(name, { ...ob, servers: ob.servers.map(normalizeServer) });
+/** Normalized servers of the backends in scope (all without a scope); the others as they are. */
+function normalizeObserved(o: ObservedState, scope: ReadonlySet<string> | undefined): ObservedState {
+  const backends = new Map<string, ObservedBackend>(scope === undefined ? [] : o.backends);
+  const names = scope === undefined ? o.backends.keys() : [...scope].filter((be) => o.backends.has(be));
+  for (const name of names) {
+    const ob = o.backends.get(name) as ObservedBackend;
+    backends.set(name, { ...ob, servers: ob.servers.map(normalizeServer) });
+  }
   return { ...o, backends };
 }
 
@@ -569,7 +580,14 @@ function planMaps(
     const cur = map === 'hosts' ? observed.hostsMap : observed.sniMap;
     const target = map === 'hosts' ? dm.hosts : dm.sni;
     const routed = new Set(cur.values());
+    const scope = p.ctx.scope;
     for (const [k, v] of target) {
+      const c = cur.get(k);
+      if (scope !== undefined && !scope.has(v) && (c === undefined || !scope.has(c))) {
+        // Outside an incremental pass's scope: left as it is (a full pass plans it).
+        if (c !== undefined) want.set(k, c);
+        continue;
+      }
       if (!routed.has(v) && warmingOnly(observed.backends.get(v))) {
         // A backend nothing routes to yet (added at runtime, hold until healthy): its first
         // domain waits for its first UP server rather than answering 503 meanwhile.
@@ -581,8 +599,11 @@ function planMaps(
         continue;
       }
       // Target backend arrives with the reload; keep a still-valid current route meanwhile.
-      const c = cur.get(k);
       if (c !== undefined && desiredBackends.has(c) && exists(c)) want.set(k, c);
+    }
+    if (scope !== undefined) {
+      // Entries no desired service claims, of backends outside the scope: left as they are.
+      for (const [k, c] of cur) if (!target.has(k) && !scope.has(c)) want.set(k, c);
     }
     const ops: Op[] = [];
     const keys = (m: ReadonlyMap<string, string>) => [...m.keys()].sort();

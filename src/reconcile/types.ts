@@ -162,6 +162,13 @@ export interface PlanContext {
   readonly staticRefs?: ReadonlySet<string>;
   /** Backends whose runtime creation HAProxy refused since the last reload: they wait for one. Default empty. */
   readonly runtimeRefused?: ReadonlySet<string>;
+  /**
+   * Plan only these backends (an incremental pass: the services that changed). Servers of
+   * other backends are neither read nor touched, map entries are planned only where their
+   * current or desired backend is in scope, and `drainStartedAt` of other backends is
+   * carried over. Default: every backend (a full pass).
+   */
+  readonly scope?: ReadonlySet<string>;
 }
 
 export interface PlanSummary {

@@ -417,7 +417,6 @@ export function parseRegistry(kvs: Iterable<RegistryKv>, prefix: string, revisio
   const tcp = new Map<string, TcpService>();
   const sorted = [...drafts.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 
-  const claims: Claim[] = [];
   for (const d of sorted) {
     const upstreams = buildUpstreams(d, reject, opts.addressPolicy ?? null);
     // An optional field: its parsed value, or `fallback` when absent or rejected.
@@ -435,28 +434,61 @@ export function parseRegistry(kvs: Iterable<RegistryKv>, prefix: string, revisio
       const urlReg = field<string | null>('url_reg', parseUrlReg, null);
       const ssl = d.fields.get('sslpass');
       const sslPassthrough = ssl ? isTruthyFlag(ssl.value) : false;
-      const kv = d.fields.get('domain');
-      if (kv && domains.length) claims.push({ space: sslPassthrough ? 'sni' : 'hosts', kind: 'http', service: d.name, kv, values: domains });
       http.set(d.name, { kind: 'http', name: d.name, upstreams, options, domains, urlReg, sslPassthrough });
     } else {
       const ports = field<number[]>('ports', parsePorts, []);
-      const kv = d.fields.get('ports');
-      if (kv && ports.length) claims.push({ space: 'tcp', kind: 'tcp', service: d.name, kv, values: ports.map(String) });
       tcp.set(d.name, { kind: 'tcp', name: d.name, upstreams, options, ports });
     }
   }
-  // Losers keep their other domains/ports: only the contested value is taken away.
-  for (const lost of resolveClaims(claims)) {
-    reject(lost.claim.kv.key, lost.reason, lost.winner.kv.key);
-    const svc = (lost.claim.kind === 'http' ? http : tcp).get(lost.claim.service);
-    if (svc?.kind === 'http') http.set(svc.name, { ...svc, domains: svc.domains.filter((x) => x !== lost.value) });
-    else if (svc?.kind === 'tcp') tcp.set(svc.name, { ...svc, ports: svc.ports.filter((p) => String(p) !== lost.value) });
-  }
-  for (const [name, svc] of http) http.set(name, Object.freeze({ ...svc, domains: Object.freeze(svc.domains) }));
-  for (const [name, svc] of tcp) tcp.set(name, Object.freeze({ ...svc, ports: Object.freeze(svc.ports) }));
+  for (const r of settleClaims(http, tcp, (kind, name) => drafts.get(`${kind}/${name}`)?.fields.get(kind === 'http' ? 'domain' : 'ports'))) rejections.push(r);
+  for (const [name, svc] of http) if (!Object.isFrozen(svc)) http.set(name, Object.freeze({ ...svc, domains: Object.freeze(svc.domains) }));
+  for (const [name, svc] of tcp) if (!Object.isFrozen(svc)) tcp.set(name, Object.freeze({ ...svc, ports: Object.freeze(svc.ports) }));
 
   rejections.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.reason < b.reason ? -1 : a.reason > b.reason ? 1 : 0));
   return { registry: Object.freeze({ revision, http, tcp }), rejections, ignored };
+}
+
+/**
+ * The one place claims are settled, for the full parse and the incremental builder alike:
+ * each contested domain or tcp port goes to the first claimant (resolveClaims), and every
+ * losing service is replaced in `http`/`tcp` (frozen) by a copy without that value. Losers
+ * keep their other domains/ports. `claimKv`: the claiming key of a service (`.../domain`,
+ * `.../ports`) with its create_revision. Returns the rejections of the lost claims.
+ */
+export function settleClaims(
+  http: Map<string, HttpService>,
+  tcp: Map<string, TcpService>,
+  claimKv: (kind: 'http' | 'tcp', name: string) => RegistryKv | undefined,
+): Rejection[] {
+  const claims: Claim[] = [];
+  for (const svc of http.values()) {
+    const kv = svc.domains.length ? claimKv('http', svc.name) : undefined;
+    if (kv) claims.push({ space: svc.sslPassthrough ? 'sni' : 'hosts', kind: 'http', service: svc.name, kv, values: svc.domains });
+  }
+  for (const svc of tcp.values()) {
+    const kv = svc.ports.length ? claimKv('tcp', svc.name) : undefined;
+    if (kv) claims.push({ space: 'tcp', kind: 'tcp', service: svc.name, kv, values: svc.ports.map(String) });
+  }
+  const rejections: Rejection[] = [];
+  const lostBy = new Map<string, Set<string>>();
+  for (const lost of resolveClaims(claims)) {
+    rejections.push({ key: shortKey(lost.claim.kv.key), reason: lost.reason, claimedBy: shortKey(lost.winner.kv.key) });
+    const id = `${lost.claim.kind}/${lost.claim.service}`;
+    let set = lostBy.get(id);
+    if (!set) lostBy.set(id, (set = new Set()));
+    set.add(lost.value);
+  }
+  for (const [id, values] of lostBy) {
+    const [kind, name] = [id.slice(0, id.indexOf('/')), id.slice(id.indexOf('/') + 1)];
+    if (kind === 'http') {
+      const svc = http.get(name)!;
+      http.set(name, Object.freeze({ ...svc, domains: Object.freeze(svc.domains.filter((x) => !values.has(x))) }));
+    } else {
+      const svc = tcp.get(name)!;
+      tcp.set(name, Object.freeze({ ...svc, ports: Object.freeze(svc.ports.filter((p) => !values.has(String(p)))) }));
+    }
+  }
+  return rejections;
 }
 
 /** One service's claim on values of a shared space (Host-map domains, SNI-map domains, tcp ports). */

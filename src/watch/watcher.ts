@@ -3,7 +3,8 @@
  *
  * Protocol (design.md): one paged range of the whole prefix pinned to one revision R, then a
  * watch from R+1 on a gRPC watch stream (nothing is lost between the two), events applied to
- * a key → value map, the Registry rebuilt per coalesced batch. After any stream failure
+ * a key → value map, the Registry rebuilt per batch (re-parsing only the services whose keys
+ * changed, builder.ts; the first change after a quiet period goes at once, coalesce.ts). After any stream failure
  * (etcd down, network) the last good registry stays and one update with `stale: true` is
  * emitted (never an empty registry); on reconnect a full resync (range + new watch) replaces
  * the map, so deletes made during the outage are reflected. A watch cancelled by compaction
@@ -38,9 +39,11 @@ import { logger } from '../log.js';
 import { Backoff, backoffDelay } from '../backoff.js';
 import type { Registry, Rejection } from '../model.js';
 import { asEtcdError, createEtcdClient, validateEndpoints, type EtcdAuthOptions, type EtcdTlsOptions } from './client.js';
-import { isClaimKey, normalizePrefix, parseRegistry } from './parse.js';
-import { loadRange, snapshotEntries, type Snapshot } from './load.js';
+import { normalizePrefix } from './parse.js';
+import { loadRange, type Snapshot } from './load.js';
 import type { AddressPolicy } from './trust.js';
+import { RegistryBuilder } from './builder.js';
+import { Coalescer } from './coalesce.js';
 
 const log = logger('watch');
 
@@ -56,6 +59,11 @@ export interface RegistryUpdate {
   readonly cause: 'initial' | 'change' | 'resync' | 'stale';
   /** Watch events in this batch (change), keys that differ from before (resync), 0 otherwise. */
   readonly changes: number;
+  /**
+   * Services whose keys changed since the previous update, as `http/<name>` or `tcp/<name>`
+   * (present, changed or gone); null: possibly all (initial load, resync).
+   */
+  readonly changed: ReadonlySet<string> | null;
   readonly revision: string;
 }
 
@@ -80,7 +88,11 @@ export interface RegistryWatcherOptions {
   endpoints: string[];
   /** Registry prefix, e.g. `/haproxy-discover` (trailing `/` ignored). */
   prefix: string;
-  /** Quiet period after the last event before a batch is flushed. Default 5 ms. */
+  /**
+   * Leading-edge batching (coalesce.ts): a change after this long without a flush is flushed
+   * at once; changes within it of a flush are batched and flushed this long after the last
+   * one. Default 5 ms.
+   */
   coalesceMs?: number;
   /** A batch is flushed at most this long after its first event, even if events keep coming. Default 100 ms. */
   maxBatchDelayMs?: number;
@@ -130,8 +142,6 @@ export class RegistryWatcher {
   readonly #endpoints: string[];
   readonly #prefix: string;
   readonly #range: Range;
-  readonly #coalesceMs: number;
-  readonly #maxBatchDelayMs: number;
   readonly #backoffInitial: number;
   readonly #backoffMax: number;
   readonly #requestTimeoutMs: number;
@@ -148,19 +158,16 @@ export class RegistryWatcher {
   #stream: WatchStream | null = null;
   #pendingLoad: Snapshot | null = null;
   #kv = new Map<string, string>();
-  /** create_revision of the claim keys (parse.ts isClaimKey): the first claimant of a domain or port keeps it. */
-  #created = new Map<string, string>();
   #revision = '0';
   #current: { registry: Registry; rejections: Rejection[] } | null = null;
+  readonly #builder: RegistryBuilder;
+  readonly #coalescer: Coalescer;
   #rejectionKeys = new Set<string>();
   #ignoredKeys = new Set<string>();
   #stale = false;
   #failures = 0;
   readonly #backoff: Backoff;
 
-  #batchStart: number | null = null;
-  #batchChanges = 0;
-  #flushTimer: NodeJS.Timeout | null = null;
   #retryTimer: NodeJS.Timeout | null = null;
   #createTimer: NodeJS.Timeout | null = null;
 
@@ -173,8 +180,12 @@ export class RegistryWatcher {
     if (typeof opts.prefix !== 'string' || !opts.prefix.startsWith('/')) throw new ConfigError('prefix must start with "/"', { prefix: opts.prefix });
     this.#prefix = normalizePrefix(opts.prefix);
     this.#range = Range.prefix(this.#prefix + '/');
-    this.#coalesceMs = nonNegative('coalesceMs', opts.coalesceMs ?? 5);
-    this.#maxBatchDelayMs = nonNegative('maxBatchDelayMs', opts.maxBatchDelayMs ?? 100);
+    this.#coalescer = new Coalescer({
+      coalesceMs: nonNegative('coalesceMs', opts.coalesceMs ?? 5),
+      maxBatchDelayMs: nonNegative('maxBatchDelayMs', opts.maxBatchDelayMs ?? 100),
+      flush: (changes) => this.#emit('change', changes),
+    });
+    this.#builder = new RegistryBuilder(this.#prefix, { addressPolicy: opts.addressPolicy });
     this.#backoffInitial = nonNegative('backoff.initialMs', opts.backoff?.initialMs ?? 250) || 1;
     this.#backoffMax = Math.max(this.#backoffInitial, nonNegative('backoff.maxMs', opts.backoff?.maxMs ?? 1000));
     this.#requestTimeoutMs = nonNegative('requestTimeoutMs', opts.requestTimeoutMs ?? 5000) || 5000;
@@ -261,7 +272,7 @@ export class RegistryWatcher {
     this.#epoch++;
     this.#transition('stopped');
     this.#teardownStream();
-    this.#clearTimer('flush');
+    this.#coalescer.cancel();
     this.#clearTimer('retry');
     this.#clearTimer('create');
     for (const c of this.#clients) c.close();
@@ -349,17 +360,18 @@ export class RegistryWatcher {
     if (this.#state !== 'watching' || res.events.length === 0) return; // progress notification
     for (const ev of res.events) {
       const key = decode(ev.kv.key);
-      if (ev.type === 'Put') this.#kv.set(key, decode(ev.kv.value));
-      else this.#kv.delete(key);
-      if (isClaimKey(key)) {
-        if (ev.type === 'Put') this.#created.set(key, ev.kv.create_revision);
-        else this.#created.delete(key);
+      if (ev.type === 'Put') {
+        const value = decode(ev.kv.value);
+        this.#kv.set(key, value);
+        this.#builder.set(key, value, ev.kv.create_revision);
+      } else {
+        this.#kv.delete(key);
+        this.#builder.delete(key);
       }
       this.#revision = maxRev(this.#revision, ev.kv.mod_revision);
     }
     this.stats.events += res.events.length;
-    this.#batchChanges += res.events.length;
-    this.#scheduleFlush();
+    this.#coalescer.add(res.events.length);
   }
 
   #onCreated(): void {
@@ -369,11 +381,9 @@ export class RegistryWatcher {
     const first = this.#current === null;
     const changes = first ? snap.kv.size : diffCount(this.#kv, snap.kv);
     this.#kv = snap.kv;
-    this.#created = snap.created;
+    this.#builder.reset(snap.kv, snap.created);
     this.#revision = snap.revision;
-    this.#clearTimer('flush');
-    this.#batchStart = null;
-    this.#batchChanges = 0;
+    this.#coalescer.take(); // superseded by the load
     this.#transition('watching');
     this.#failures = 0;
     this.#backoff.reset();
@@ -419,9 +429,9 @@ export class RegistryWatcher {
     if (this.#current && !this.#stale) {
       this.#stale = true;
       // Events received before the failure are a valid prefix of history: include them.
-      this.#emit('stale', this.#batchChanges);
+      this.#emit('stale', this.#coalescer.take());
     }
-    this.#batchChanges = 0;
+    this.#coalescer.take();
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = null;
       void this.#connect();
@@ -434,8 +444,7 @@ export class RegistryWatcher {
     this.#teardownStream();
     this.#pendingLoad = null;
     this.#clearTimer('create');
-    this.#clearTimer('flush');
-    this.#batchStart = null;
+    this.#coalescer.cancel();
   }
 
   #teardownStream(): void {
@@ -450,32 +459,18 @@ export class RegistryWatcher {
 
   // ---------------------------------------------------------------- batching and emission
 
-  #scheduleFlush(): void {
-    const now = Date.now();
-    this.#batchStart ??= now;
-    this.#clearTimer('flush');
-    const wait = Math.max(0, Math.min(this.#coalesceMs, this.#batchStart + this.#maxBatchDelayMs - now));
-    this.#flushTimer = setTimeout(() => {
-      this.#flushTimer = null;
-      this.#batchStart = null;
-      const changes = this.#batchChanges;
-      this.#batchChanges = 0;
-      this.#emit('change', changes);
-    }, wait);
-  }
-
   #emit(cause: RegistryUpdate['cause'], changes: number): void {
+    let changed: ReadonlySet<string> | null = new Set();
     if (cause !== 'stale' || changes > 0 || !this.#current) {
-      const { registry, rejections, ignored } = parseRegistry(snapshotEntries(this.#kv, this.#created), this.#prefix, this.#revision, {
-        addressPolicy: this.#opts.addressPolicy,
-      });
-      this.#noteRejections(rejections);
-      this.#noteIgnored(ignored);
-      this.#current = { registry, rejections };
+      const built = this.#builder.build(this.#revision);
+      this.#noteRejections(built.rejections);
+      this.#noteIgnored(built.ignored);
+      this.#current = { registry: built.registry, rejections: built.rejections };
+      changed = built.changed;
     }
     // else: a stale update without new events carries the very same registry object.
     const { registry, rejections } = this.#current;
-    const update: RegistryUpdate = { registry, rejections, stale: this.#stale, cause, changes, revision: registry.revision };
+    const update: RegistryUpdate = { registry, rejections, stale: this.#stale, cause, changes, changed, revision: registry.revision };
     this.stats.updates++;
     for (const l of this.#updateListeners) {
       try {
@@ -509,11 +504,10 @@ export class RegistryWatcher {
     this.#ignoredKeys = keys;
   }
 
-  #clearTimer(which: 'flush' | 'retry' | 'create'): void {
-    const t = which === 'flush' ? this.#flushTimer : which === 'retry' ? this.#retryTimer : this.#createTimer;
+  #clearTimer(which: 'retry' | 'create'): void {
+    const t = which === 'retry' ? this.#retryTimer : this.#createTimer;
     if (t) clearTimeout(t);
-    if (which === 'flush') this.#flushTimer = null;
-    else if (which === 'retry') this.#retryTimer = null;
+    if (which === 'retry') this.#retryTimer = null;
     else this.#createTimer = null;
   }
 }

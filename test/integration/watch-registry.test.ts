@@ -149,7 +149,10 @@ test('a burst of 1000 puts arrives as a few updates, nothing lost', async (t) =>
   await sleep(200); // let any trailing batch flush
   const changes = updates.filter((u) => u.cause === 'change');
   t.diagnostic(`${N} puts in ${putMs} ms → ${changes.length} updates (sizes ${changes.map((u) => u.changes).join(',')})`);
-  assert.ok(changes.length < 50, `${changes.length} updates for ${N} puts`);
+  // Leading edge: a change after a quiet coalesceMs goes at once, so puts that trickle in make
+  // more updates; those arriving together are batched, and flushes are >= coalesceMs apart.
+  assert.ok(changes.length < N / 2, `${changes.length} updates for ${N} puts`);
+  assert.ok(changes.length <= putMs / 5 + 2, `${changes.length} updates in ${putMs} ms: at most one per 5 ms`);
   assert.equal(changes.reduce((s, u) => s + u.changes, 0), N, 'every event counted exactly once');
   assert.equal(watcher.stats.events, N);
   assert.equal(watcher.current!.registry.revision, last);

@@ -10,6 +10,7 @@ import {
   structureHash,
   type HttpService,
   type Registry,
+  type Balance,
   type Service,
   type ServiceOptions,
   type TcpService,
@@ -485,5 +486,138 @@ export class Sim {
     const dm = desiredMaps(registry);
     assert.deepEqual(this.maps.hosts, dm.hosts, 'hosts map');
     assert.deepEqual(this.maps.sni, dm.sni, 'sni map');
+  }
+}
+
+// ------------------------------------------------------------------ random registry sequences
+
+interface SvcModel {
+  kind: 'http' | 'tcp';
+  upstreams: Map<string, Upstream>;
+  domains: Set<string>;
+  pass: boolean;
+  balance: Balance;
+  minSlots: number;
+}
+
+const HTTP_NAMES = ['a', 'b', 'c', 'd'];
+const TCP_NAMES = ['t', 'u'];
+const DOMAINS = ['w.example', 'x.example', 'y.example', 'z.example', 'v.example'];
+
+/** A random registry that mutates step by step (seeded through `rnd`). */
+export class World {
+  services = new Map<string, SvcModel>();
+  private seq = 0;
+  /** `balanceChanges: false`: never toggle roundrobin/static-rr (the planner sizes weights by the desired balance before the reload that applies it; the simulator refuses that). */
+  constructor(
+    private rnd: () => number,
+    private opts: { balanceChanges?: boolean } = {},
+  ) {}
+
+  pick<T>(xs: readonly T[]): T | undefined {
+    return xs.length ? xs[Math.floor(this.rnd() * xs.length)] : undefined;
+  }
+
+  randomUpstream(id = `u${++this.seq}`): Upstream {
+    const r = this.rnd;
+    const weight = r() < 0.8 ? 1 : r() < 0.3 ? 0 : 1 + Math.floor(r() * 20);
+    const x = r();
+    const state: UpstreamState = x < 0.85 ? 'ready' : x < 0.93 ? 'drain' : 'maint';
+    return { id, addr: `10.0.${Math.floor(r() * 2)}.${1 + Math.floor(r() * 24)}`, port: r() < 0.7 ? 80 : 8080, weight, state };
+  }
+
+  addService(): void {
+    const isTcp = this.rnd() < 0.3;
+    const name = this.pick((isTcp ? TCP_NAMES : HTTP_NAMES).filter((n) => !this.services.has(n)));
+    if (!name) return;
+    const m: SvcModel = { kind: isTcp ? 'tcp' : 'http', upstreams: new Map(), domains: new Set(), pass: false, balance: 'roundrobin', minSlots: 4 };
+    const n = Math.floor(this.rnd() * 4);
+    for (let i = 0; i < n; i++) {
+      const u = this.randomUpstream();
+      m.upstreams.set(u.id, u);
+    }
+    if (!isTcp && this.rnd() < 0.7) m.domains.add(this.pick(DOMAINS)!);
+    this.services.set(name, m);
+  }
+
+  /** Mutates the registry; returns true when the change is membership only (no reload expected). */
+  mutate(): boolean {
+    const r = this.rnd();
+    const names = [...this.services.keys()];
+    const svc = () => this.services.get(this.pick(names) ?? '');
+    if (names.length === 0 || r < 0.04 || (names.length < 3 && this.rnd() < 0.1)) {
+      this.addService();
+      return false;
+    }
+    if (r < 0.07) {
+      this.services.delete(this.pick(names)!);
+      return false;
+    }
+    if (r < 0.09) {
+      const s = [...this.services.values()].filter((x) => x.kind === 'http');
+      const m = this.pick(s);
+      if (m) m.pass = !m.pass;
+      return false;
+    }
+    if (r < 0.11) {
+      if (this.opts.balanceChanges === false) return false;
+      const m = svc()!;
+      m.balance = m.balance === 'roundrobin' ? 'static-rr' : 'roundrobin';
+      return false;
+    }
+    if (r < 0.12) {
+      svc()!.minSlots = this.pick([1, 2, 4])!;
+      return false;
+    }
+    const m = svc()!;
+    const ids = [...m.upstreams.keys()];
+    if (r < 0.45) {
+      const u = this.randomUpstream();
+      m.upstreams.set(u.id, u);
+    } else if (r < 0.6) {
+      const id = this.pick(ids);
+      if (id) m.upstreams.delete(id);
+    } else if (r < 0.7) {
+      const id = this.pick(ids);
+      if (id) {
+        const n = this.randomUpstream(id);
+        const old = m.upstreams.get(id)!;
+        m.upstreams.set(id, { ...old, addr: n.addr, port: n.port });
+      }
+    } else if (r < 0.8) {
+      const id = this.pick(ids);
+      if (id) {
+        const n = this.randomUpstream(id);
+        m.upstreams.set(id, { ...m.upstreams.get(id)!, weight: n.weight, state: n.state });
+      }
+    } else if (r < 0.86) {
+      // scale out: more than the slots hold
+      for (let i = 0; i < 5; i++) {
+        const u = this.randomUpstream();
+        m.upstreams.set(u.id, u);
+      }
+    } else if (r < 0.9) {
+      for (const id of ids) if (this.rnd() < 0.6) m.upstreams.delete(id);
+    } else {
+      const target = this.pick([...this.services.entries()].filter(([, x]) => x.kind === 'http'));
+      const d = this.pick(DOMAINS)!;
+      if (this.rnd() < 0.3) for (const x of this.services.values()) x.domains.delete(d);
+      else if (target) target[1].domains.add(d);
+    }
+    // membership only, unless the backend is static (capacity shortfall is then urgent)
+    return m.balance === 'roundrobin';
+  }
+
+  registry(): Registry {
+    const list: Service[] = [];
+    for (const [name, m] of this.services) {
+      const options = { balance: m.balance, minSlots: m.minSlots };
+      list.push(
+        m.kind === 'tcp'
+          ? tcp(name, [...m.upstreams.values()], [9000], options)
+          : http(name, [...m.upstreams.values()], { domains: [...m.domains], sslPassthrough: m.pass, options }),
+      );
+    }
+    return reg(...list);
   }
 }
