@@ -64,6 +64,12 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly admissionProbes = new Counter({
+    name: 'haproxy_updater_admission_probes_total',
+    help: 'Admission probes of new upstreams (--admission probe), by verdict: ok, refused, timeout, http-status, tls, error',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
   readonly haproxyReloads = new Gauge({
     name: 'haproxy_updater_haproxy_master_reloads',
     help: "HAProxy master's own reload counter, as read from `show proc`",

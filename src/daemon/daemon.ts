@@ -35,6 +35,8 @@ import { ManagedHaproxy } from './haproxy-process.js';
 import { settingsChanged, stampConfig } from './settings-stamp.js';
 import { CertSync, type PassResult } from '../certs/sync.js';
 import { certPaths, prepareCertFiles } from '../certs/default.js';
+import { Admission } from '../admission/admit.js';
+import { holdsNewServers, type AdmissionMode } from '../admission/mode.js';
 
 const log = logger('daemon');
 
@@ -50,7 +52,10 @@ export interface DaemonOptions {
   /** Network namespace for the iptables guard (tests). Default: none. */
   guardNetns?: string;
   drainTimeoutMs: number;
-  holdUntilHealthy: boolean;
+  /** How a new upstream is let in (src/admission): probe, check (HAProxy's), immediate. */
+  admission: AdmissionMode;
+  /** Deadline of one admission probe, ms. */
+  admissionTimeoutMs: number;
   verifyIntervalMs: number;
   reloadMinIntervalMs: number;
   consolidateAfterMs: number;
@@ -99,6 +104,8 @@ export class Daemon {
   #runtimeRefused = new Set<string>();
   /** `--certs`: certificates changed at runtime; its passes run on #queue. */
   #certs: CertSync | null = null;
+  /** `--admission probe`: probes held servers off the queue, lets them in through it. */
+  #admission: Admission | null = null;
 
   constructor(opts: DaemonOptions) {
     this.#o = opts;
@@ -113,6 +120,16 @@ export class Daemon {
       },
     });
     this.#limiter = new ReloadLimiter({ minIntervalMs: opts.reloadMinIntervalMs });
+    if (opts.admission === 'probe') {
+      this.#admission = new Admission({
+        runtime: this.#runtime,
+        schedule: (task) => this.#queue.add(task),
+        desired: () => this.#registry,
+        metrics: this.metrics,
+        onAdmitted: () => void this.requestPass('admitted'),
+        timeoutMs: opts.admissionTimeoutMs,
+      });
+    }
   }
 
   get registry(): Registry | null {
@@ -314,6 +331,7 @@ export class Daemon {
         }
       }
       await this.#apply(plan, registry);
+      this.#admission?.submit(plan.admission);
       if (reloadError) throw reloadError;
       this.#updateSlotMetrics(observed);
       // Converged once a pass leaves nothing pending: its operations were applied (a failed
@@ -343,7 +361,7 @@ export class Daemon {
     const ctx: PlanContext = {
       now: Date.now(),
       drainTimeoutMs: this.#o.drainTimeoutMs,
-      holdUntilHealthy: this.#o.holdUntilHealthy,
+      holdUntilHealthy: holdsNewServers(this.#o.admission),
       drainStartedAt: this.#drainStartedAt,
       // New settings need a reload anyway; a runtime add would write them to disk unreloaded.
       dynamicBackends: this.#version.current.capabilities.dynamicBackends && !this.#settingsChanged(),
@@ -489,6 +507,7 @@ export class Daemon {
     for (const t of this.#timers) clearTimeout(t);
     this.#timers.clear();
     await this.#certs?.stop();
+    await this.#admission?.stop();
     this.#queue.clear();
     await this.#queue.onIdle();
     await this.#watcher?.stop().catch((err: unknown) => log.warn({ err }, 'watcher stop failed'));
