@@ -29,7 +29,7 @@ export interface AdmissionOptions {
   /** The registry in force now, re-checked before a server is let in. */
   desired: () => Registry | null;
   metrics: Metrics;
-  /** After servers were let in (the daemon re-plans: deferred drains, domains waiting for an UP server). */
+  /** After a server was let in whose plan left work waiting (`passAfter`): deferred drains, domains waiting for an UP server. */
   onAdmitted?: () => void;
   /** Deadline of one probe, ms. Default 500. */
   timeoutMs?: number;
@@ -66,8 +66,11 @@ export class Admission {
     this.#probes = new PQueue({ concurrency: Math.max(1, o.concurrency ?? 32) });
   }
 
-  /** Probes these candidates (returns at once; the probes and their batches run later). */
-  submit(candidates: readonly AdmissionCandidate[]): void {
+  /**
+   * Probes these candidates (returns at once; the probes and their batches run later).
+   * `passAfter`: their plan left work pending, so a server let in calls `onAdmitted`.
+   */
+  submit(candidates: readonly AdmissionCandidate[], o: { passAfter?: boolean } = {}): void {
     for (const c of candidates) {
       const key = `${c.backend}/${c.server}@${c.addr}:${c.port}`;
       if (this.#stopped || this.#inFlight.has(key)) continue;
@@ -80,7 +83,7 @@ export class Admission {
             log.info({ backend: c.backend, server: c.server, upstream: c.upstreamId, addr: c.addr, port: c.port, probe: c.probe.kind, result: v.result, detail: v.detail, ms: Math.round(v.ms) }, 'admission probe failed: HAProxy\'s check decides');
             return;
           }
-          if (!this.#stopped) await this.#o.schedule(() => this.#admit(c, v));
+          if (!this.#stopped) await this.#o.schedule(() => this.#admit(c, v, o.passAfter ?? false));
         })
         .catch((err: unknown) => log.warn({ err, backend: c.backend, server: c.server }, 'admission failed: HAProxy\'s check decides'))
         .finally(() => this.#inFlight.delete(key));
@@ -88,7 +91,7 @@ export class Admission {
   }
 
   /** On the daemon's queue: re-check, then let the server in. */
-  async #admit(c: AdmissionCandidate, v: Verdict): Promise<void> {
+  async #admit(c: AdmissionCandidate, v: Verdict, passAfter: boolean): Promise<void> {
     if (this.#stopped) return;
     const rows = parseServersState(await this.#o.runtime.run(showServersState(c.backend)));
     const stale = staleReason(c, rows.find((r) => r.srvName === c.server), this.#o.desired());
@@ -104,7 +107,7 @@ export class Admission {
       return;
     }
     log.debug({ backend: c.backend, server: c.server, upstream: c.upstreamId, probe: c.probe.kind, ms: Math.round(v.ms) }, 'admission probe passed: server let in');
-    this.#o.onAdmitted?.();
+    if (passAfter) this.#o.onAdmitted?.();
   }
 
   /** No new probes or batches; waits for running probes (each bounded by the deadline). */

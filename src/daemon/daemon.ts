@@ -330,8 +330,10 @@ export class Daemon {
           reloadError = err;
         }
       }
+      // Probes go straight to the upstreams, so they start beside the batch; what they let in
+      // is queued behind this pass. A pass only follows when something waits for them.
+      this.#admission?.submit(plan.admission, { passAfter: plan.pending });
       await this.#apply(plan, registry);
-      this.#admission?.submit(plan.admission);
       if (reloadError) throw reloadError;
       this.#updateSlotMetrics(observed);
       // Converged once a pass leaves nothing pending: its operations were applied (a failed
