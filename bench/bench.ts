@@ -129,7 +129,8 @@ export interface Results {
   args: Omit<Args, 'only'> & { only: Measure[] };
   startedAt: string;
   durationS: number;
-  convergence?: { floors: Floors; hold: ConvResult; nohold: ConvResult; confd: ConvResult; ratios: Record<string, number> };
+  /** Keys read by other scripts: convergence.{probe,check,immediate,confd}.convergenceMs.{p50,p99}, convergence.floors.{etcdWatchMs,socketSetWeightMs}.p50. */
+  convergence?: { floors: Floors; probe: ConvResult; check: ConvResult; immediate: ConvResult; confd: ConvResult; ratios: Record<string, number> };
   churn?: { updater: ChurnResult; nohold: ChurnResult; confd: ChurnResult };
   reloads?: ReloadsResult;
   burst?: { updater: BurstResult; confd: BurstResult };
@@ -161,18 +162,21 @@ function table(r: Results): string {
         trio(c.confd.convergenceMs),
         `${ratio(c.confd.convergenceMs.p50, a.convergenceMs.p50)} / ${ratio(c.confd.convergenceMs.p95, a.convergenceMs.p95)} / ${ratio(c.confd.convergenceMs.p99, a.convergenceMs.p99)}`,
       ]);
-    line('convergence, no hold', c.nohold);
-    line('convergence, hold-until-healthy', c.hold);
+    line('convergence, --admission probe (default)', c.probe);
+    line('convergence, --admission check', c.check);
+    line('convergence, --admission immediate', c.immediate);
     rows.push([
       'convergence: timeouts / reloads / overflow',
-      `nohold ${c.nohold.timeouts}/${c.nohold.reloads}/${c.nohold.overflowServers}, hold ${c.hold.timeouts}/${c.hold.reloads}/${c.hold.overflowServers}`,
+      (['probe', 'check', 'immediate'] as const).map((m) => `${m} ${c[m].timeouts}/${c[m].reloads}/${c[m].overflowServers}`).join(', '),
       `${c.confd.timeouts}/${c.confd.reloads}/-`,
       '',
     ]);
+    const floor = c.floors.etcdWatchMs.p50 + c.floors.socketSetWeightMs.p50;
+    rows.push(['convergence p50 / floor (etcd watch + set weight p50)', `probe ${ratio(c.probe.convergenceMs.p50, floor)}, immediate ${ratio(c.immediate.convergenceMs.p50, floor)} (floor ${f1(floor)} ms)`, '', '']);
     rows.push(['floor: etcd put -> watch event p50/p95/p99 ms', trio(c.floors.etcdWatchMs), '', '']);
     rows.push(['floor: socket `show info` p50/p95/p99 ms', trio(c.floors.socketShowInfoMs), '', '']);
     rows.push(['floor: socket `set weight` p50/p95/p99 ms', trio(c.floors.socketSetWeightMs), '', '']);
-    rows.push(['etcd put ack p50 ms (all variants)', f1(c.nohold.putAckMs.p50), f1(c.confd.putAckMs.p50), '']);
+    rows.push(['etcd put ack p50 ms (all variants)', f1(c.probe.putAckMs.p50), f1(c.confd.putAckMs.p50), '']);
     sep();
   }
   if (r.churn) {
@@ -304,22 +308,27 @@ async function main(): Promise<number> {
   try {
     results.convergence = await run('convergence', async () => {
       let floors: Floors | undefined;
-      const nohold = await convergence(ctx, 'nohold', (f) => (floors = f));
-      const hold = await convergence(ctx, 'hold');
+      const probe = await convergence(ctx, 'probe', (f) => (floors = f));
+      const check = await convergence(ctx, 'check');
+      const immediate = await convergence(ctx, 'immediate');
       const confd = await convergence(ctx, 'confd');
       const r = (p: 'p50' | 'p95' | 'p99', a: ConvResult) => round(confd.convergenceMs[p] / a.convergenceMs[p], 2);
+      const floor = floors!.etcdWatchMs.p50 + floors!.socketSetWeightMs.p50;
       return {
         floors: floors!,
-        nohold,
-        hold,
+        probe,
+        check,
+        immediate,
         confd,
         ratios: {
-          confdOverNoholdP50: r('p50', nohold),
-          confdOverNoholdP95: r('p95', nohold),
-          confdOverNoholdP99: r('p99', nohold),
-          confdOverHoldP50: r('p50', hold),
-          confdOverHoldP95: r('p95', hold),
-          confdOverHoldP99: r('p99', hold),
+          confdOverProbeP50: r('p50', probe),
+          confdOverProbeP99: r('p99', probe),
+          confdOverCheckP50: r('p50', check),
+          confdOverCheckP99: r('p99', check),
+          confdOverImmediateP50: r('p50', immediate),
+          confdOverImmediateP99: r('p99', immediate),
+          probeOverFloorP50: round(probe.convergenceMs.p50 / floor, 2),
+          immediateOverFloorP50: round(immediate.convergenceMs.p50 / floor, 2),
         },
       };
     });

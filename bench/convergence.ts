@@ -6,6 +6,8 @@
  * The service is created with `options {"minSlots":16}` so that the pending removals of
  * earlier changes never push an addition onto an overflow server: every change takes the
  * slot path. Floors: a bare etcd watch notification, one Runtime API round trip.
+ * Variants: the updater in each `--admission` mode (probe: its own probe then `health up`;
+ * check: HAProxy's `rise` checks; immediate: at once) and the confd-like baseline.
  */
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -16,7 +18,8 @@ import { reloadsOf } from './lib.js';
 import { startPacedLoad, type LoadSummary } from './load.js';
 import { startSide, type Ctx } from './setup.js';
 
-export type ConvVariant = 'hold' | 'nohold' | 'confd';
+export type ConvVariant = 'probe' | 'check' | 'immediate' | 'confd';
+export const CONV_VARIANTS: readonly ConvVariant[] = ['probe', 'check', 'immediate', 'confd'];
 
 export interface ConvResult {
   variant: ConvVariant;
@@ -52,7 +55,7 @@ export async function convergence(ctx: Ctx, variant: ConvVariant, floors?: (f: F
   await client.put(key('options')).value(JSON.stringify({ minSlots: 16 }));
   await client.put(key('upstreams/stable')).value(`127.0.0.1:${stable.port}`);
 
-  const { port, masterSocket, adminSocket, baseline, close } = await startSide(ctx, prefix, variant === 'hold' ? 'updater' : variant);
+  const { port, masterSocket, adminSocket, baseline, close } = await startSide(ctx, prefix, variant === 'confd' ? 'confd' : 'updater', variant === 'confd' ? [] : ['--admission', variant]);
 
   try {
     if (!(await until(async () => (await httpGet(port, HOST)) === 'stable', 20_000, 50))) throw new Error(`${variant}: ${HOST} never routed`);

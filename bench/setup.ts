@@ -93,8 +93,8 @@ export interface Side {
   close(): Promise<void>;
 }
 
-/** Starts the daemon (`updater`, `nohold`: `--no-hold-until-healthy`) or the confd-like baseline. */
-export async function startSide(ctx: Ctx, prefix: string, variant: Variant): Promise<Side> {
+/** Starts the daemon (`updater`, `nohold`: `--no-hold-until-healthy`; `extra`: more daemon flags) or the confd-like baseline. */
+export async function startSide(ctx: Ctx, prefix: string, variant: Variant, extra: string[] = []): Promise<Side> {
   if (variant === 'confd') {
     const dir = await tempDir('hu-bench-confd-');
     const baseline = new ConfdBaseline({ etcdEndpoint: ctx.etcd.endpoint, prefix, dir, httpPort: await freePort() });
@@ -110,6 +110,6 @@ export async function startSide(ctx: Ctx, prefix: string, variant: Variant): Pro
       },
     };
   }
-  const d = await startDaemon(ctx, prefix, variant === 'nohold' ? ['--no-hold-until-healthy'] : []);
+  const d = await startDaemon(ctx, prefix, [...(variant === 'nohold' ? ['--no-hold-until-healthy'] : []), ...extra]);
   return { port: d.u.httpPort, masterSocket: d.u.masterSocket, adminSocket: d.u.adminSocket, baseline: null, close: d.close };
 }

@@ -19,6 +19,8 @@ import {
   statusOnce,
   defaultSettings,
   lockStateDir,
+  admissionMode,
+  holdsNewServers,
   STATS_PASSWORD_RE,
   STATS_USER_RE,
   logTarget,
@@ -104,6 +106,12 @@ function renderSettings(f: Flags): RenderSettings {
   };
 }
 
+function admissionTimeout(f: Flags): number {
+  const ms = f.ms('admission-timeout');
+  if (ms < 1 || ms > 60_000) throw new ConfigError(`--admission-timeout (HAPROXY_UPDATER_ADMISSION_TIMEOUT): ${ms} ms is outside 1 ms-60 s`, { flag: 'admission-timeout' });
+  return ms;
+}
+
 async function cmdRun(f: Flags): Promise<number> {
   const stateDir = f.path('state-dir')!;
   const mode = f.str('haproxy') as 'managed' | 'external';
@@ -124,7 +132,8 @@ async function cmdRun(f: Flags): Promise<number> {
     render: settings,
     guard: f.str('reload-guard') as 'none' | 'iptables',
     drainTimeoutMs: f.ms('drain-timeout'),
-    holdUntilHealthy: f.bool('hold-until-healthy'),
+    admission: admissionMode(f),
+    admissionTimeoutMs: admissionTimeout(f),
     verifyIntervalMs: Math.max(100, f.ms('verify-interval')),
     reloadMinIntervalMs: f.ms('reload-min-interval'),
     consolidateAfterMs: f.ms('consolidate-after'),
@@ -278,7 +287,7 @@ async function cmdPlan(f: Flags): Promise<number> {
     runtimeSocket: settings.adminSocket,
     settings,
     drainTimeoutMs: f.ms('drain-timeout'),
-    holdUntilHealthy: f.bool('hold-until-healthy'),
+    holdUntilHealthy: holdsNewServers(admissionMode(f)),
   });
   for (const r of rejections) process.stdout.write(`rejected  ${r.key}: ${r.reason}\n`);
   process.stdout.write(lines.join('\n') + '\n');

@@ -86,6 +86,12 @@ export class Metrics {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [this.registry],
   });
+  readonly admissionProbes = new Counter({
+    name: 'haproxy_updater_admission_probes_total',
+    help: 'Admission probes of new upstreams (--admission probe), by verdict: ok, refused, timeout, http-status, tls, error',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
   readonly haproxyReloads = new Gauge({
     name: 'haproxy_updater_haproxy_master_reloads',
     help: "HAProxy master's own reload counter, as read from `show proc`",

@@ -45,6 +45,8 @@ import { settingsChanged, stampConfig } from './settings-stamp.js';
 import { CertSync, type PassResult } from '../certs/sync.js';
 import { certPaths, prepareCertFiles } from '../certs/default.js';
 import { ReadinessTracker, type Readiness } from './readiness.js';
+import { Admission } from '../admission/admit.js';
+import { holdsNewServers, type AdmissionMode } from '../admission/mode.js';
 
 const log = logger('daemon');
 /** Above this many changed backends a pass reads everything: one full read is then cheaper. */
@@ -64,7 +66,10 @@ export interface DaemonOptions {
   /** `--upstream-cidrs` (with the --listen address): upstream addresses it refuses are rejected. Default: none. */
   addressPolicy?: AddressPolicy | null;
   drainTimeoutMs: number;
-  holdUntilHealthy: boolean;
+  /** How a new upstream is let in (src/admission): probe, check (HAProxy's), immediate. */
+  admission: AdmissionMode;
+  /** Deadline of one admission probe, ms. */
+  admissionTimeoutMs: number;
   verifyIntervalMs: number;
   reloadMinIntervalMs: number;
   consolidateAfterMs: number;
@@ -127,6 +132,8 @@ export class Daemon {
   /** Removals the operator released (`release-hold`), until a pass lets them through. */
   #released: Set<UpstreamKey> | null = null;
   readonly #ready: ReadinessTracker;
+  /** `--admission probe`: probes held servers off the queue, lets them in through it. */
+  #admission: Admission | null = null;
 
   constructor(opts: DaemonOptions) {
     this.#o = opts;
@@ -142,6 +149,17 @@ export class Daemon {
     });
     this.#limiter = new ReloadLimiter({ minIntervalMs: opts.reloadMinIntervalMs });
     this.#ready = new ReadinessTracker(opts.readyGraceMs ?? 10_000);
+    if (opts.admission === 'probe') {
+      this.#admission = new Admission({
+        runtime: this.#runtime,
+        schedule: (task) => this.#queue.add(task),
+        desired: () => this.#registry,
+        metrics: this.metrics,
+        // Only that backend's plan waited for it: an incremental pass where one may run.
+        onAdmitted: (backend) => void this.requestPass('admitted', new Set([backend])),
+        timeoutMs: opts.admissionTimeoutMs,
+      });
+    }
   }
 
   get registry(): Registry | null {
@@ -378,6 +396,9 @@ export class Daemon {
           reloadError = err;
         }
       }
+      // Probes go straight to the upstreams, so they start beside the batch; what they let in
+      // is queued behind this pass. A pass only follows when something waits for them.
+      this.#admission?.submit(plan.admission, { passAfter: plan.pending });
       await this.#apply(plan, registry);
       if (reloadError) throw reloadError;
       this.#updateSlotMetrics(observed);
@@ -485,7 +506,7 @@ export class Daemon {
     const ctx: PlanContext = {
       now: Date.now(),
       drainTimeoutMs: this.#o.drainTimeoutMs,
-      holdUntilHealthy: this.#o.holdUntilHealthy,
+      holdUntilHealthy: holdsNewServers(this.#o.admission),
       drainStartedAt: this.#drainStartedAt,
       // New settings need a reload anyway; a runtime add would write them to disk unreloaded.
       dynamicBackends: this.#version.current.capabilities.dynamicBackends && !this.#settingsChanged(),
@@ -638,6 +659,7 @@ export class Daemon {
     for (const t of this.#timers) clearTimeout(t);
     this.#timers.clear();
     await this.#certs?.stop();
+    await this.#admission?.stop();
     this.#queue.clear();
     await this.#queue.onIdle();
     await this.#watcher?.stop().catch((err: unknown) => log.warn({ err }, 'watcher stop failed'));

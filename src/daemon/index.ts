@@ -13,3 +13,5 @@ export { defaultSettings, type RenderSettings } from '../render/index.js';
 /** The stats credential and log target rules, so the CLI can name the flag that breaks one. */
 export { STATS_PASSWORD_RE, STATS_USER_RE, logTarget } from '../render/safe.js';
 export * from './lock.js';
+/** `--admission` and its alias `--hold-until-healthy`: the CLI resolves the flags with the admission module's rule. */
+export { admissionMode, holdsNewServers, type AdmissionMode } from '../admission/mode.js';

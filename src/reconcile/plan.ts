@@ -35,6 +35,10 @@
  *    upstream (drain start, maint + address clear, del-server), per backend by name.
  * Within one server the ops keep the order above (they go in one batch, in order).
  *
+ * Admission: every server the plan holds DOWN (slot activation, overflow with hold) is listed
+ * in `plan.admission` with the probe its service's check corresponds to; `--admission probe`
+ * lets it in once that probe passes (src/admission), else HAProxy's check decides.
+ *
  * Make-before-break across passes: with holdUntilHealthy, a removed server that is still
  * UP is not drained while its backend has no UP desired server but has one warming up
  * (e.g. the address change of a single-upstream service); the drain starts when the
@@ -44,6 +48,7 @@
 import { backendName, formatAddrPort as fmtAddr, NAMED_DEFAULTS, SLOT_PREFIX, structureHash, type Balance, type Registry, type Service, type Upstream } from '../model.js';
 import { desiredMaps, MAP_NAMES } from './domains.js';
 import { placeNewService, placeRemovedService } from './dynamic.js';
+import { probeSpecFor, type ProbeSpec } from '../admission/spec.js';
 import {
   addrKey,
   assignSlots,
@@ -56,6 +61,7 @@ import {
   slotIndex,
 } from './slots.js';
 import type {
+  AdmissionCandidate,
   ObservedBackend,
   ObservedServer,
   ObservedState,
@@ -119,6 +125,7 @@ function emptySummary(): PlanSummary {
 class Pass {
   readonly make: Op[] = [];
   readonly brk: Op[] = [];
+  readonly admission: AdmissionCandidate[] = [];
   readonly reasons: ReloadReason[] = [];
   readonly capacity = new Map<string, number>();
   readonly drainStartedAt = new Map<string, number>();
@@ -208,6 +215,7 @@ export function plan(desired: Registry, observedRaw: ObservedState, ctx: PlanCon
 
   return {
     ops,
+    admission: p.admission,
     reasons: p.reasons,
     reload: p.reasons.some((r) => r.urgent),
     capacity: p.capacity,
@@ -329,6 +337,13 @@ interface Placed {
   readonly weight: number;
   /** `addr:port` for op reasons. */
   readonly addr: string;
+  /** The service's admission probe. */
+  readonly probe: ProbeSpec;
+}
+
+/** `server` now holds `x` DOWN: list it for the admission probe. */
+function awaitAdmission(p: Pass, x: Placed, server: string, held: AdmissionCandidate['held']): void {
+  p.admission.push({ backend: x.be, server, upstreamId: x.u.id, addr: x.u.addr, port: x.u.port, held, probe: x.probe });
 }
 
 function planBackend(p: Pass, svc: Service, ob: ObservedBackend): void {
@@ -349,8 +364,9 @@ function planBackend(p: Pass, svc: Service, ob: ObservedBackend): void {
   };
 
   const t: Tally = { serving: 0, warming: 0, notInSlots: 0, keep: 0 };
+  const probe = probeSpecFor(svc);
   for (const { upstream: u, placement } of a.upstreams) {
-    const x: Placed = { be, u, weight: weightFor(u), addr: fmtAddr(u.addr, u.port) };
+    const x: Placed = { be, u, weight: weightFor(u), addr: fmtAddr(u.addr, u.port), probe };
     switch (placement.kind) {
       case 'existing':
         placeExisting(p, t, x, placement.server);
@@ -421,8 +437,10 @@ function placeExisting(p: Pass, t: Tally, x: Placed, s: ObservedServer): void {
       } else {
         p.make.push(...activation(be, name, hold, `activate (${u.id} ${x.addr})`));
         p.summary.activated++;
-        if (hold) t.warming++;
-        else t.serving++;
+        if (hold) {
+          t.warming++;
+          awaitAdmission(p, x, name, 'down');
+        } else t.serving++;
       }
     } else if (s.drain) {
       p.make.push({ ...b('state drain -> ready'), kind: 'set-state', state: 'ready' });
@@ -458,8 +476,10 @@ function placeInSlot(p: Pass, t: Tally, x: Placed, s: ObservedServer): void {
   if (u.state === 'ready') {
     p.make.push(...activation(be, s.name, hold, why));
     p.summary.activated++;
-    if (hold) t.warming++;
-    else t.serving++;
+    if (hold) {
+      t.warming++;
+      awaitAdmission(p, x, s.name, 'down');
+    } else t.serving++;
   } else if (u.state === 'drain') {
     p.make.push({ ...op, kind: 'set-state', state: 'drain' });
   }
@@ -481,6 +501,7 @@ function placeOverflow(p: Pass, t: Tally, x: Placed, name: string, maxconn: numb
       p.summary.waitingForHealth++;
       p.pending = true;
       t.warming++;
+      awaitAdmission(p, x, name, 'maint');
     } else {
       p.make.push({ ...op, kind: 'set-state', state: 'ready' });
       p.summary.activated++;

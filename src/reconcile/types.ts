@@ -8,6 +8,7 @@
  */
 
 import type { UpstreamState } from '../model.js';
+import type { ProbeSpec } from '../admission/spec.js';
 
 /** One server line of a backend, merged from `show servers state` and `show stat`. */
 export interface ObservedServer {
@@ -208,9 +209,26 @@ export interface PlanSummary {
   warnings: string[];
 }
 
+/**
+ * A server this plan activates but holds DOWN (`holdUntilHealthy`): with `--admission probe`
+ * the daemon probes it and, on success, lets it in at once (src/admission).
+ */
+export interface AdmissionCandidate {
+  readonly backend: string;
+  readonly server: string;
+  readonly upstreamId: string;
+  readonly addr: string;
+  readonly port: number;
+  /** How it is held: `down` = ready but health down (slot); `maint` = overflow server waiting in maint. */
+  readonly held: 'down' | 'maint';
+  readonly probe: ProbeSpec;
+}
+
 export interface Plan {
   /** Runtime operations, to be applied in this order. */
   readonly ops: Op[];
+  /** Servers held DOWN by this plan's ops, awaiting admission (empty without hold). */
+  readonly admission: AdmissionCandidate[];
   readonly reasons: ReloadReason[];
   /** Some reason is urgent: render and reload after applying ops. */
   readonly reload: boolean;
