@@ -6,7 +6,7 @@
  * sink is pointed here) and the output of updater processes the test starts (testkit/updater.ts
  * calls `testLog`). Active only inside a `node --test` run (NODE_TEST_CONTEXT is set in each
  * test file's process), so bench and demo, which use the same testkit, log as before (updater
- * processes' output only kept in `proc.output`).
+ * processes' output only kept in `proc.output`), also when a test starts them.
  * testkit/index.ts imports it; scripts/matrix.ts and `npm run test:unit` preload it
  * (`--import ./testkit/test-logs.ts`) for unit files that do not use the testkit.
  * TEST_LOGS=all prints everything as it comes (debugging a passing test).
@@ -19,7 +19,9 @@ import { setLogFormat } from '../src/log.js';
 const MAX_PRINTED = 400;
 
 /** buffer: per test, printed on failure; all: printed as it comes; off: outside a test run. */
-const mode: 'buffer' | 'all' | 'off' = process.env.NODE_TEST_CONTEXT === undefined ? 'off' : process.env.TEST_LOGS === 'all' ? 'all' : 'buffer';
+// A test's own children (the demo, the bench) inherit NODE_TEST_CONTEXT: only a test file's process buffers.
+const inTestFile = process.env.NODE_TEST_CONTEXT !== undefined && /\.test\.[cm]?[jt]s$/.test(process.argv[1] ?? '');
+const mode: 'buffer' | 'all' | 'off' = !inTestFile ? 'off' : process.env.TEST_LOGS === 'all' ? 'all' : 'buffer';
 const buffer: string[] = [];
 let dropped = 0;
 
