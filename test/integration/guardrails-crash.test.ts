@@ -87,8 +87,12 @@ test('SIGKILL between rename and reload: the restarted updater reloads and route
     const view = await masterView(updater.masterSocket);
     assert.equal(view.masterPid, c.masterPid, 'same HAProxy adopted');
     assert.ok(view.reloads > c.reloadsBefore, `the restarted updater reloaded (${c.reloadsBefore} → ${view.reloads})`);
-    const confirmed = await recorded();
-    assert.deepEqual([confirmed.sha256, confirmed.by], [sha256(await readFile(cfgPath, 'utf8')), 'reload'], 'the reloaded config is recorded');
+    // The record follows the master's confirmation, which routing may show a moment earlier.
+    const confirmed = await waitFor(async () => {
+      const r = await recorded();
+      return r.sha256 === sha256(await readFile(cfgPath, 'utf8')) ? r : null;
+    }, { what: 'the reloaded config recorded in applied.json', timeoutMs: 10_000 });
+    assert.equal(confirmed?.by, 'reload');
     return view.reloads;
   }
 
