@@ -1,11 +1,12 @@
 /**
- * `haproxy-updater <command>`: run, register, deregister, render, plan, status.
+ * `haproxy-updater <command>`: run, register, deregister, render, plan, status, release-hold.
  * Flags and env vars come from the table in config.ts.
  */
 import os from 'node:os';
+import http from 'node:http';
 import path from 'node:path';
 import { readFileSync, readdirSync } from 'node:fs';
-import { parseArgv, Flags, helpText, type Command } from './config.js';
+import { parseArgv, Flags, helpText, envName, type Command } from './config.js';
 import { ConfigError, StateDirLockedError, UpdaterError } from './errors.js';
 import { rootLogger, logger, setLogFormat } from './log.js';
 import {
@@ -13,6 +14,7 @@ import {
   serveEndpoints,
   renderOnce,
   writeRenderedFiles,
+  redactConfig,
   planOnce,
   statusOnce,
   defaultSettings,
@@ -23,8 +25,10 @@ import {
   type DaemonOptions,
   type RenderSettings,
   type StatusRow,
+  describeUnserved,
+  parseMaxRemoval,
 } from './daemon/index.js';
-import { keepRegistered, deregisterUpstream, parseUpstreamValue } from './watch/index.js';
+import { keepRegistered, deregisterUpstream, parseUpstreamValue, parseCidrList, AddressPolicy } from './watch/index.js';
 
 const log = logger('cli');
 
@@ -45,6 +49,13 @@ function etcdOptions(f: Flags) {
   return { endpoints, prefix, tls, auth: username && password ? { username, password } : undefined };
 }
 
+/** `--upstream-cidrs`, with `listen` (run's --listen address) never allowed as an upstream. */
+function addressPolicy(f: Flags, listen: { host: string; port: number } | null = null): AddressPolicy {
+  const allow = parseCidrList(f.list('upstream-cidrs'));
+  if (typeof allow === 'string') throw new ConfigError(`--upstream-cidrs (HAPROXY_UPDATER_UPSTREAM_CIDRS): ${allow}`, { flag: 'upstream-cidrs' });
+  return new AddressPolicy({ allow: f.isSet('upstream-cidrs') ? allow : undefined, listen });
+}
+
 function renderSettings(f: Flags): RenderSettings {
   const stateDir = f.path('state-dir')!;
   const base = defaultSettings(stateDir);
@@ -62,7 +73,7 @@ function renderSettings(f: Flags): RenderSettings {
     }
   }
   const statsUser = f.str('stats-user') ?? 'admin';
-  // Checked here, naming the flag, rather than deep in the renderer: both go into `stats auth`.
+  // Checked here, naming the flag, rather than deep in the renderer: both go into haproxy.cfg.
   if (!STATS_USER_RE.test(statsUser)) throw new ConfigError('--stats-user: must be 1-64 characters of A-Z a-z 0-9 . _ - (HAPROXY_UPDATER_STATS_USER)', { flag: 'stats-user' });
   if (statsPassword !== null && !STATS_PASSWORD_RE.test(statsPassword)) {
     const from = pwFile ? `--stats-password-file ${pwFile}` : '--stats-password';
@@ -118,6 +129,9 @@ async function cmdRun(f: Flags): Promise<number> {
     reloadMinIntervalMs: f.ms('reload-min-interval'),
     consolidateAfterMs: f.ms('consolidate-after'),
     coalesceMs: f.ms('coalesce'),
+    maxRemoval: maxRemoval(f),
+    readyGraceMs: f.ms('ready-grace'),
+    addressPolicy: addressPolicy(f, f.hostPort('listen')),
   };
   const listen = f.hostPort('listen');
   // Every flag is checked above; the lock comes before anything touches the state dir or the network.
@@ -156,6 +170,49 @@ async function runDaemon(opts: DaemonOptions, listen: ReturnType<Flags['hostPort
       }
     }, 100);
   });
+  return 0;
+}
+
+function maxRemoval(f: Flags): number {
+  const text = f.req('max-removal');
+  const v = parseMaxRemoval(text);
+  if (v === null) throw new ConfigError(`--max-removal (HAPROXY_UPDATER_MAX_REMOVAL): '${text}' is not a percentage 0-100% (e.g. 50%)`, { flag: 'max-removal' });
+  return v;
+}
+
+/** POST /release-hold to the daemon's --listen endpoint; prints what it released. */
+async function cmdReleaseHold(f: Flags): Promise<number> {
+  const listen = f.hostPort('listen');
+  if (!listen) throw new ConfigError('--listen (HAPROXY_UPDATER_LISTEN): release-hold needs the host:port the daemon serves /readyz on', { flag: 'listen' });
+  // A wildcard --listen (the compose sidecar's 0.0.0.0:9180) is reached on loopback.
+  const host = listen.host === '0.0.0.0' ? '127.0.0.1' : listen.host === '::' ? '::1' : listen.host;
+  const where = `${host.includes(':') ? `[${host}]` : host}:${listen.port}`;
+  const reply = await new Promise<{ status: number; body: string } | { error: string }>((resolve) => {
+    // The daemon answers after the pass that applies the released update: allow for a reload.
+    const req = http.request({ host, port: listen.port, method: 'POST', path: '/release-hold', timeout: 60_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: body.trim() }));
+      res.on('error', (err) => resolve({ error: err.message }));
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer within 60s')));
+    req.on('error', (err: NodeJS.ErrnoException) => resolve({ error: err.code ?? err.message }));
+    req.end();
+  });
+  if ('error' in reply) {
+    process.stderr.write(`haproxy-updater release-hold: no daemon answers on ${where} (${reply.error}) (--listen, HAPROXY_UPDATER_LISTEN): is \`haproxy-updater run\` running with this --listen?\n`);
+    return 1;
+  }
+  if (reply.status === 409) {
+    process.stdout.write(`nothing is held by the daemon on ${where}\n`);
+    return 0;
+  }
+  if (reply.status !== 200) {
+    process.stderr.write(`haproxy-updater release-hold: ${where} answered ${reply.status}: ${reply.body}\n`);
+    return 1;
+  }
+  process.stdout.write(`${reply.body}\n`);
   return 0;
 }
 
@@ -199,11 +256,12 @@ async function cmdDeregister(f: Flags): Promise<number> {
 }
 
 async function cmdRender(f: Flags): Promise<number> {
-  const { rendered, rejections } = await renderOnce(etcdOptions(f), renderSettings(f));
+  const settings = renderSettings(f);
+  const { rendered, rejections } = await renderOnce({ ...etcdOptions(f), addressPolicy: addressPolicy(f) }, settings);
   for (const r of rejections) log.warn({ key: r.key, reason: r.reason }, 'registry entry rejected');
   const out = f.path('out');
   if (!out) {
-    process.stdout.write(rendered.config);
+    process.stdout.write(redactConfig(rendered.config, settings));
     return 0;
   }
   await writeRenderedFiles(out, rendered);
@@ -215,7 +273,7 @@ async function cmdPlan(f: Flags): Promise<number> {
   // renderSettings: the same flag checks as `run` (and its runtime socket).
   const settings = renderSettings(f);
   const { lines, rejections } = await planOnce({
-    etcd: etcdOptions(f),
+    etcd: { ...etcdOptions(f), addressPolicy: addressPolicy(f) },
     stateDir: f.path('state-dir')!,
     runtimeSocket: settings.adminSocket,
     settings,
@@ -239,7 +297,7 @@ const STATUS_COLUMNS: ReadonlyArray<[string, (r: StatusRow) => string]> = [
 ];
 
 async function cmdStatus(f: Flags): Promise<number> {
-  const { proc, rows, registryError } = await statusOnce({
+  const { proc, rows, registryError, unserved } = await statusOnce({
     etcd: etcdOptions(f),
     stateDir: f.path('state-dir')!,
     runtimeSocket: f.path('runtime-socket'),
@@ -250,6 +308,8 @@ async function cmdStatus(f: Flags): Promise<number> {
   const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => (r[i] ?? '').length)));
   const lines = table.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
   if (proc) lines.unshift(`haproxy master ${proc.masterPid}: ${proc.reloads} reloads (failed: ${proc.failed}), workers ${proc.workers.map((w) => w.pid).join(',')}`);
+  // The same list /readyz gives (src/daemon/readiness.ts).
+  if (unserved) lines.push(unserved.length ? `unserved: ${unserved.length} service(s) with registered upstreams and none serving` : 'serving: every service with registered upstreams has a serving server', ...unserved.map((u) => `  ${describeUnserved(u)}`));
   process.stdout.write(lines.join('\n') + '\n');
   return 0;
 }
@@ -282,6 +342,16 @@ export function oneLine(err: unknown): string {
   return parts.join(': ').replace(/\s*\n\s*/g, ' ') || 'failed';
 }
 
+/** Flags whose value anyone on the host can read in `ps` or /proc/<pid>/cmdline when given as an argument. */
+const SECRET_FLAGS = ['etcd-password', 'stats-password'];
+
+function warnSecretsOnCommandLine(argv: readonly string[]): void {
+  for (const name of SECRET_FLAGS) {
+    if (!argv.some((a) => a === `--${name}` || a.startsWith(`--${name}=`))) continue;
+    log.warn({ flag: name }, `--${name} on the command line shows in \`ps\` to every user of this host: use ${envName(name)} or --${name}-file instead`);
+  }
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   let parsed;
   try {
@@ -310,6 +380,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   const level = f.str('log-level');
   if (level) rootLogger.level = level;
   setLogFormat((f.str('log-format') as 'json' | 'pretty' | undefined) ?? (process.stdout.isTTY ? 'pretty' : 'json'));
+  warnSecretsOnCommandLine(argv);
   const handlers: Record<Command, (f: Flags) => Promise<number>> = {
     run: cmdRun,
     register: cmdRegister,
@@ -317,6 +388,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     render: cmdRender,
     plan: cmdPlan,
     status: cmdStatus,
+    'release-hold': cmdReleaseHold,
   };
   try {
     return await handlers[parsed.command](f);

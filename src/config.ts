@@ -8,8 +8,8 @@ import { isIP } from 'node:net';
 import path from 'node:path';
 import { ConfigError } from './errors.js';
 
-export type Command = 'run' | 'register' | 'deregister' | 'render' | 'plan' | 'status';
-export const COMMANDS: readonly Command[] = ['run', 'register', 'deregister', 'render', 'plan', 'status'];
+export type Command = 'run' | 'register' | 'deregister' | 'render' | 'plan' | 'status' | 'release-hold';
+export const COMMANDS: readonly Command[] = ['run', 'register', 'deregister', 'render', 'plan', 'status', 'release-hold'];
 
 type Kind = 'string' | 'int' | 'port' | 'optport' | 'bool' | 'ms' | 'list' | 'hostport' | 'path';
 
@@ -51,7 +51,10 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'access-log', kind: 'string', help: 'HAProxy access log, one JSON line per request: stdout, stderr, a unix socket path (/dev/log) or IPv4:port (UDP syslog); managed mode passes stdout lines on as they are; empty = off', commands: RENDER_CMDS },
   { name: 'certs', kind: 'path', help: 'directory of PEM files (cert+key) for TLS termination', commands: RENDER_CMDS },
   { name: 'reload-guard', kind: 'string', default: 'none', choices: ['none', 'iptables'], help: 'none: rely on master-worker listener passing; iptables: drop SYNs to the frontend ports during the reload (needs NET_ADMIN)', commands: ['run'] },
-  { name: 'listen', kind: 'hostport', default: '127.0.0.1:9180', help: 'host:port for /healthz, /readyz and /metrics; empty = off', commands: ['run'] },
+  { name: 'listen', kind: 'hostport', default: '127.0.0.1:9180', help: 'host:port for /healthz, /readyz, /metrics and POST /release-hold; empty = off (release-hold: where the daemon listens)', commands: ['run', 'release-hold'] },
+  { name: 'upstream-cidrs', kind: 'list', default: 'loopback,private', help: 'addresses upstreams may have: CIDRs, single addresses and the words loopback (127.0.0.0/8, ::1), private (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7), any; others are rejected. Never allowed: unspecified, multicast, the --listen address; link-local (169.254/16, fe80::/10) only if a listed range lies inside it', commands: RENDER_CMDS },
+  { name: 'max-removal', kind: 'string', default: '50%', help: 'hold (do not apply) a registry update that removes more than this share of the serving upstreams, or every upstream of a serving service; released when the registry comes back or by `release-hold`; 100% = never hold', commands: ['run'] },
+  { name: 'ready-grace', kind: 'ms', default: '10s', help: '/readyz stays 503 until every service with registered upstreams has a serving server, at most this long per service; after it, 200 listing the services still without one', commands: ['run'] },
   { name: 'drain-timeout', kind: 'ms', default: '10s', help: 'longest wait for a removed upstream\'s sessions to finish before maint', commands: ['run', 'plan'] },
   { name: 'hold-until-healthy', kind: 'bool', default: 'true', help: 'keep traffic off a new upstream until its health check passes', commands: ['run', 'plan'] },
   { name: 'verify-interval', kind: 'ms', default: '5s', help: 'how often HAProxy is re-read and drift repaired', commands: ['run'] },
@@ -276,6 +279,7 @@ export function helpText(command?: string): string {
       '  render      print the haproxy.cfg the current registry renders to',
       '  plan        print what `run` would do now',
       '  status      table of backends, slots, upstreams and health',
+      '  release-hold  apply a registry update the daemon holds (--max-removal), through its --listen endpoint',
       '',
       "Run 'haproxy-updater <command> --help' for its flags. Every flag is also an env var:",
       '--foo-bar = HAPROXY_UPDATER_FOO_BAR.',

@@ -24,6 +24,11 @@ export class Metrics {
     help: 'Registry entries currently rejected (bad key or value)',
     registers: [this.registry],
   });
+  readonly claimConflicts = new Gauge({
+    name: 'haproxy_updater_registry_claim_conflicts',
+    help: 'Domain or tcp port claims currently rejected because another service claimed the same first (etcd create_revision)',
+    registers: [this.registry],
+  });
   readonly rejectionsTotal = new Counter({
     name: 'haproxy_updater_registry_rejections_total',
     help: 'Registry entries rejected, counted each time a registry snapshot is rebuilt with them',
@@ -56,6 +61,16 @@ export class Metrics {
   readonly registryStale = new Gauge({
     name: 'haproxy_updater_registry_stale',
     help: '1 while etcd is unreachable and the last good registry is kept in force',
+    registers: [this.registry],
+  });
+  readonly registryHeld = new Gauge({
+    name: 'haproxy_updater_registry_held',
+    help: '1 while a registry update that removes too many serving upstreams (--max-removal) is held; release with `haproxy-updater release-hold`',
+    registers: [this.registry],
+  });
+  readonly servicesUnserved = new Gauge({
+    name: 'haproxy_updater_services_unserved',
+    help: 'Services with upstreams registered (state ready) and no serving server in HAProxy',
     registers: [this.registry],
   });
   readonly passes = new Counter({

@@ -83,6 +83,8 @@ export interface Registry {
 export interface Rejection {
   readonly key: string;
   readonly reason: string;
+  /** A lost claim (domain or tcp port of another service): the key that keeps it. */
+  readonly claimedBy?: string;
 }
 
 export const EMPTY_REGISTRY: Registry = Object.freeze({

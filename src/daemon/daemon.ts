@@ -5,7 +5,7 @@
  * a render + validated + guarded reload when decided, then the runtime operations in one
  * batch. Nothing else talks to HAProxy, so nothing races.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import PQueue from 'p-queue';
@@ -14,21 +14,26 @@ import { backoffDelay } from '../backoff.js';
 import { Metrics } from '../metrics.js';
 import { EMPTY_REGISTRY, type Registry, type Rejection } from '../model.js';
 import { ConfigInvalidError, UpdaterError } from '../errors.js';
-import { RegistryWatcher, type RegistryUpdate } from '../watch/index.js';
+import { RegistryWatcher, type AddressPolicy, type RegistryUpdate } from '../watch/index.js';
 import { RuntimeClient, MasterClient, VersionTracker, localCheckFirst, type SocketTarget } from '../runtime/index.js';
 import {
   plan as makePlan,
   decideReload,
   initialCapacity,
   isClearedAddr,
+  decideHold,
+  servingSet,
   type DecideResult,
+  type Hold,
+  type UpstreamKey,
   type Plan,
   type ObservedState,
   type PlanContext,
   type ReloadCause,
 } from '../reconcile/index.js';
 import { renderConfig, tcpListeners, configIdentity, staticBackendRefs, type RenderSettings, type Rendered } from '../render/index.js';
-import { Reloader, createGuard, ReloadLimiter, haproxyVersion, type ReloadGuard } from '../reload/index.js';
+import { Reloader, createGuard, ReloadLimiter, haproxyVersion, ensurePrivateDir, type ReloadGuard } from '../reload/index.js';
+import { bindHost } from '../render/safe.js';
 import { observe } from './observe.js';
 import { applyOps, repairMapFiles, type ApplyResult } from './apply.js';
 import { AppliedState, repairServerStateFile, testCrashPoint, type ConfirmedBy, type StartedHow } from './applied.js';
@@ -36,6 +41,7 @@ import { ManagedHaproxy } from './haproxy-process.js';
 import { settingsChanged, stampConfig } from './settings-stamp.js';
 import { CertSync, type PassResult } from '../certs/sync.js';
 import { certPaths, prepareCertFiles } from '../certs/default.js';
+import { ReadinessTracker, type Readiness } from './readiness.js';
 
 const log = logger('daemon');
 
@@ -50,16 +56,21 @@ export interface DaemonOptions {
   guard: 'none' | 'iptables';
   /** Network namespace for the iptables guard (tests). Default: none. */
   guardNetns?: string;
+  /** `--upstream-cidrs` (with the --listen address): upstream addresses it refuses are rejected. Default: none. */
+  addressPolicy?: AddressPolicy | null;
   drainTimeoutMs: number;
   holdUntilHealthy: boolean;
   verifyIntervalMs: number;
   reloadMinIntervalMs: number;
   consolidateAfterMs: number;
   coalesceMs: number;
+  /** `--max-removal` as a fraction 0–1: an update removing more of the serving upstreams is held (reconcile/hold.ts). Default 0.5. */
+  maxRemoval?: number;
+  /** `--ready-grace`: how long a service without a serving server holds /readyz at 503. Default 10 000. */
+  readyGraceMs?: number;
 }
 
-/** `warnings`: shown by /readyz without making it fail (e.g. a rejected certificate file, whose predecessor keeps serving). */
-export type Readiness = { ready: boolean; reasons: string[]; warnings?: string[] };
+export type { Readiness } from './readiness.js';
 
 export class Daemon {
   readonly metrics = new Metrics();
@@ -104,6 +115,12 @@ export class Daemon {
   #runtimeRefused = new Set<string>();
   /** `--certs`: certificates changed at runtime; its passes run on #queue. */
   #certs: CertSync | null = null;
+  /** The registry the last pass applied (the held one while a hold is in force): what the next update is compared with. */
+  #appliedRegistry: Registry | null = null;
+  #hold: Hold | null = null;
+  /** Removals the operator released (`release-hold`), until a pass lets them through. */
+  #released: Set<UpstreamKey> | null = null;
+  readonly #ready: ReadinessTracker;
 
   constructor(opts: DaemonOptions) {
     this.#o = opts;
@@ -119,6 +136,7 @@ export class Daemon {
       },
     });
     this.#limiter = new ReloadLimiter({ minIntervalMs: opts.reloadMinIntervalMs });
+    this.#ready = new ReadinessTracker(opts.readyGraceMs ?? 10_000);
   }
 
   get registry(): Registry | null {
@@ -129,21 +147,38 @@ export class Daemon {
   }
 
   readiness(): Readiness {
-    const reasons: string[] = [];
-    // An etcd outage after the first load keeps the daemon ready (HAProxy serves the last registry); before it, it is the cause.
-    const etcd = this.#watcher?.state;
-    const etcdDown = etcd === 'disconnected' ? `: etcd ${this.#o.etcd.endpoints.join(',')} unreachable` : '';
-    if (!this.#registry) reasons.push(`registry not loaded yet${etcdDown}`);
-    if (!this.#lastPassOk) reasons.push(`last pass failed: ${this.#lastPassError ?? 'no pass yet'}`);
-    if (this.#refusedConfig) reasons.push(`the desired haproxy.cfg was refused: ${this.#refusedWhy || 'see the error log'}; HAProxy runs the previous one`);
-    if (this.#stopping) reasons.push('stopping');
-    const warnings = [...(this.#certs?.rejected().values() ?? [])].map((e) => `certificate file rejected: ${e.message}`);
-    return { ready: reasons.length === 0, reasons, warnings };
+    return this.#ready.compute(
+      {
+        registryLoaded: this.#registry !== null,
+        etcdDown: this.#watcher?.state === 'disconnected' ? this.#o.etcd.endpoints.join(',') : null,
+        lastPassOk: this.#lastPassOk,
+        lastPassError: this.#lastPassError,
+        refused: this.#refusedConfig ? this.#refusedWhy || 'see the error log' : null,
+        stopping: this.#stopping,
+        hold: this.#hold,
+        warnings: [...(this.#certs?.rejected().values() ?? [])].map((e) => `certificate file rejected: ${e.message}`),
+      },
+      Date.now(),
+    );
+  }
+
+  /**
+   * `release-hold`: lets the held removals through at the next pass (which it waits for).
+   * Returns the hold released, or null when nothing is held.
+   */
+  async releaseHold(): Promise<Hold | null> {
+    const hold = this.#hold;
+    if (!hold) return null;
+    this.#released = new Set(hold.removed);
+    log.warn({ revision: hold.revision, removed: hold.removed.length }, 'held registry update released by the operator: applying the removals');
+    await this.requestPass('release-hold');
+    return hold;
   }
 
   async start(): Promise<void> {
-    await mkdir(this.#o.stateDir, { recursive: true });
-    this.#guard = createGuard(this.#o.guard, { netns: this.#o.guardNetns });
+    await ensurePrivateDir(this.#o.stateDir);
+    // IPv6 or dual-stack (`::`) listeners are guarded in ip6tables too.
+    this.#guard = createGuard(this.#o.guard, { netns: this.#o.guardNetns, markerPath: path.join(this.#o.stateDir, 'guard-engaged'), ipv6: bindHost(this.#o.render.bindAddress).addr.includes(':') });
     await this.#guard.init();
     this.#reloader = new Reloader<ReloadCause>({
       master: this.#master,
@@ -165,6 +200,7 @@ export class Daemon {
       coalesceMs: this.#o.coalesceMs,
       tls: this.#o.etcd.tls,
       auth: this.#o.etcd.auth,
+      addressPolicy: this.#o.addressPolicy,
     });
     this.#watcher = watcher;
     const states = ['idle', 'connecting', 'loading', 'watching', 'disconnected', 'stopped'];
@@ -278,6 +314,7 @@ export class Daemon {
     this.#registry = u.registry;
     this.#rejections = u.rejections;
     this.metrics.rejectedEntries.set(u.rejections.length);
+    this.metrics.claimConflicts.set(u.rejections.filter((r) => r.claimedBy !== undefined).length);
     if (u.rejections.length) this.metrics.rejectionsTotal.inc(u.rejections.length);
     if (!this.#pendingSince) this.#pendingSince = Date.now();
     void this.requestPass(u.cause);
@@ -305,12 +342,13 @@ export class Daemon {
 
   /** One pass: observe, plan, decide, execute (reload if decided, then the runtime ops). */
   async #pass(why: string): Promise<void> {
-    const registry = this.#registry;
-    if (!registry) return;
+    const raw = this.#registry;
+    if (!raw) return;
     const started = Date.now();
     let reloadError: unknown = null;
     try {
       let observed = await observe(this.#runtime, this.#o.render, this.#appliedConfig);
+      const registry = this.#applyHold(raw, observed);
       let plan = this.#plan(registry, observed);
       const { decision, rendered } = this.#decide(plan, registry);
       if (decision.action === 'later') {
@@ -337,6 +375,7 @@ export class Daemon {
       if (why === 'verify') await this.#repairFiles(observed, plan);
       if (reloadError) throw reloadError;
       this.#updateSlotMetrics(observed);
+      this.#updateReadiness(registry, observed);
       // Converged once a pass leaves nothing pending: its operations were applied (a failed
       // one schedules its own retry) and no reload is still wanted.
       if (plan.pending) this.#later(250, 'pending');
@@ -365,6 +404,33 @@ export class Daemon {
     // A pass that changed a map wrote its file from the same entries.
     if (!plan.ops.some((o) => o.kind === 'write-map-file')) await repairMapFiles(observed, this.#o.render, this.#appliedConfig);
     await repairServerStateFile(this.#runtime, this.#o.render.serverStateFile);
+  }
+
+  /** The registry this pass applies: the raw one, or the held one (reconcile/hold.ts) while a mass removal is held. */
+  #applyHold(raw: Registry, observed: ObservedState): Registry {
+    const r = decideHold({ applied: this.#appliedRegistry, next: raw, serving: servingSet(observed), maxRemoval: this.#o.maxRemoval ?? 0.5, released: this.#released });
+    const before = this.#hold;
+    if (r.hold && r.hold.summary !== before?.summary) {
+      log.error(
+        { revision: r.hold.revision, removed: r.hold.removed, emptied: r.hold.emptied },
+        `${r.hold.summary}. Restore the keys, or run \`haproxy-updater release-hold\` (POST /release-hold on --listen) to apply the removal`,
+      );
+    } else if (!r.hold && before) {
+      log.warn({ revision: raw.revision, released: r.released }, r.released ? 'held registry update released: applying it' : 'registry back under --max-removal: held update lifted');
+    }
+    if (!r.hold) this.#released = null;
+    this.#hold = r.hold;
+    this.metrics.registryHeld.set(r.hold ? 1 : 0);
+    this.#appliedRegistry = r.registry;
+    return r.registry;
+  }
+
+  #updateReadiness(registry: Registry, observed: ObservedState): void {
+    const now = Date.now();
+    this.#ready.update(registry, observed, now);
+    this.metrics.servicesUnserved.set(this.#ready.unserved.length);
+    // Servers coming UP are only seen by a pass: look again soon while a service waits within its grace.
+    if (this.#ready.waiting(now)) this.#later(250, 'readiness');
   }
 
   #plan(registry: Registry, observed: ObservedState): Plan {

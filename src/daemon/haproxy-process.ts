@@ -10,6 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { logger } from '../log.js';
 import { MasterClient } from '../runtime/index.js';
+import { childEnv } from '../childenv.js';
 
 /**
  * The level a HAProxy output line means: ALERT/EMERG are errors; a server going UP or DOWN
@@ -67,8 +68,10 @@ export class ManagedHaproxy {
       return 'adopted';
     }
     this.#state = 'starting';
-    const args = ['-W', '-S', `${this.#opts.masterSocket},level,admin`, '-f', this.#opts.cfgPath];
-    const child = spawn(this.#opts.bin ?? 'haproxy', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // mode 600: the master CLI can reload and kill HAProxy; only the updater's uid may use it.
+    const args = ['-W', '-S', `${this.#opts.masterSocket},mode,600,level,admin`, '-f', this.#opts.cfgPath];
+    // childEnv: the admin socket's `show env` must not reveal the updater's secrets.
+    const child = spawn(this.#opts.bin ?? 'haproxy', args, { env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
     for (const stream of [child.stdout, child.stderr]) {
       if (!stream) continue;

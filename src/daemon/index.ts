@@ -4,6 +4,9 @@ export * from './observe.js';
 export * from './apply.js';
 export * from './haproxy-process.js';
 export * from './http.js';
+export { unservedServices, describeUnserved, type Unserved } from './readiness.js';
+/** `--max-removal`'s parser, so the CLI can name the flag. */
+export { parseMaxRemoval } from '../reconcile/hold.js';
 export * from './oneshot.js';
 /** Render settings are part of the daemon's options: `defaultSettings(stateDir)` is their base. */
 export { defaultSettings, type RenderSettings } from '../render/index.js';

@@ -32,13 +32,13 @@ export interface StateDirLock {
 
 /** Takes the lock or throws StateDirLockedError naming the live holder. Synchronous: nothing else may run first. */
 export function lockStateDir(stateDir: string, pid = process.pid): StateDirLock {
-  mkdirSync(stateDir, { recursive: true });
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const lockPath = path.join(stateDir, LOCK_FILE);
   // Two rounds: a stale file is removed once, then link() decides between racing starters.
   const mine = `${lockPath}.${pid}`;
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
-      writeFileSync(mine, `${pid}\n`, { mode: 0o644 });
+      writeFileSync(mine, `${pid}\n`, { mode: 0o600 });
       try {
         linkSync(mine, lockPath);
       } finally {

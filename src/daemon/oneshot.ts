@@ -13,6 +13,7 @@ import { renderConfig, defaultSettings, staticBackendRefs, type RenderSettings, 
 import { atomicWrite } from '../reload/index.js';
 import { observe } from './observe.js';
 import { settingsChanged } from './settings-stamp.js';
+import { unservedServices, type Unserved } from './readiness.js';
 
 /** What the one-shot commands need to reach etcd (as DaemonOptions.etcd). */
 export type EtcdOptions = LoadOnceOptions;
@@ -21,6 +22,20 @@ export type EtcdOptions = LoadOnceOptions;
 export async function renderOnce(etcd: EtcdOptions, settings: RenderSettings): Promise<{ rendered: Rendered; rejections: Rejection[] }> {
   const { registry, rejections } = await loadRegistryOnce(etcd);
   return { rendered: renderConfig({ registry, capacity: initialCapacity(registry), settings }), rejections };
+}
+
+/** What `render` prints instead of a secret. */
+export const REDACTED = '<redacted>';
+
+/**
+ * The config with the stats password replaced by REDACTED, for printing: a terminal or a
+ * CI log is no place for it (`render --out` writes the real one, 0600).
+ */
+export function redactConfig(config: string, settings: Pick<RenderSettings, 'statsPassword'>): string {
+  let out = config.replace(/^(\s*user\s+\S+\s+insecure-password\s+)\S+/gm, `$1${REDACTED}`);
+  const pw = settings.statsPassword;
+  if (pw) out = out.split(pw).join(REDACTED);
+  return out;
 }
 
 /** Writes a render to `out` with its support files where the config names them. */
@@ -118,9 +133,10 @@ export interface StatusOptions extends HaproxyAt {
 
 /**
  * HAProxy's backends and slots, with the registry's upstream ids where etcd answers.
- * `registryError` is set (and ids are `?`) when etcd is unreachable.
+ * `registryError` is set (and ids are `?`) when etcd is unreachable. `unserved`: the services
+ * /readyz waits for or lists (registered upstreams, none serving); null without the registry.
  */
-export async function statusOnce(o: StatusOptions): Promise<{ proc: ProcInfo | null; rows: StatusRow[]; registryError: unknown }> {
+export async function statusOnce(o: StatusOptions): Promise<{ proc: ProcInfo | null; rows: StatusRow[]; registryError: unknown; unserved: Unserved[] | null }> {
   const { observed } = await observeAt(o);
   const master = new MasterClient({ path: o.masterSocket ?? path.join(o.stateDir, 'master.sock') });
   const proc = await master.showProc().catch(() => null);
@@ -151,5 +167,5 @@ export async function statusOnce(o: StatusOptions): Promise<{ proc: ProcInfo | n
       });
     }
   }
-  return { proc, rows, registryError };
+  return { proc, rows, registryError, unserved: registry ? unservedServices(registry, observed) : null };
 }

@@ -3,7 +3,7 @@
  * the candidate config validated under a temporary name, then renamed into place with the
  * previous config kept as `<cfg>.prev` for rollback.
  */
-import { open, rename, readFile, unlink, mkdir } from 'node:fs/promises';
+import { open, rename, readFile, unlink, mkdir, stat, chmod } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { validateConfig, type ValidateOptions } from './validate.js';
@@ -12,13 +12,37 @@ import { logger } from '../log.js';
 
 const log = logger('render');
 
+/** Mode of every file the updater writes. */
+export const FILE_MODE = 0o600;
+/** Mode of the state directory (the HAProxy sidecar shares the updater's uid). */
+export const DIR_MODE = 0o700;
+
+/**
+ * Creates `dir` (and parents) 0700, or takes group/other access away from an existing
+ * one: it holds the admin and master sockets and the config with the stats password.
+ */
+export async function ensurePrivateDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: DIR_MODE });
+  const st = await stat(dir);
+  if ((st.mode & 0o077) === 0) return;
+  const was = (st.mode & 0o777).toString(8);
+  try {
+    await chmod(dir, st.mode & 0o700);
+    log.info({ dir, was, now: (st.mode & 0o700).toString(8) }, 'state directory was open to others: access restricted to the owner');
+  } catch (err) {
+    // Not ours to change (another owner): the files in it are 0600 all the same.
+    log.warn({ dir, mode: was, err: (err as Error).message }, 'state directory is open to others and could not be restricted; make it 0700');
+  }
+}
+
 /**
  * Writes `content` to a temp file in the same directory (same filesystem, so the rename is
  * atomic), fsyncs it, renames it over `file` and fsyncs the directory: a reader sees the
  * old or the new content, never a mix, also across a crash.
- * `mode` defaults to 0o644 (0o600 is used for files carrying secrets).
+ * `mode` defaults to 0o600: haproxy.cfg holds the stats password, and its siblings (maps,
+ * server state, crt-list, keys) say what runs where; HAProxy runs as the updater's uid.
  */
-export async function atomicWrite(file: string, content: string | Buffer, mode = 0o644): Promise<void> {
+export async function atomicWrite(file: string, content: string | Buffer, mode = FILE_MODE): Promise<void> {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   const fh = await open(tmp, 'wx', mode);

@@ -6,6 +6,7 @@
 import { execFile } from 'node:child_process';
 import { ConfigError, ConfigInvalidError } from '../errors.js';
 import { versionFromHaproxyV } from '../runtime/capabilities.js';
+import { childEnv } from '../childenv.js';
 
 export interface ValidateOptions {
   /** HAProxy executable. Default `haproxy` (from PATH). */
@@ -27,7 +28,7 @@ export async function validateConfig(configPath: string, opts: ValidateOptions =
   const { code, stdout, stderr, error } = await new Promise<{ code: number | null; stdout: string; stderr: string; error: NodeJS.ErrnoException | null }>(
     (resolve) => {
       // Argument array, no shell: the path is never interpreted.
-      execFile(bin, ['-c', '-f', configPath], { timeout: opts.timeoutMs ?? 30_000, maxBuffer: MAX_OUTPUT, encoding: 'utf8' }, (err, out, errOut) => {
+      execFile(bin, ['-c', '-f', configPath], { env: childEnv(), timeout: opts.timeoutMs ?? 30_000, maxBuffer: MAX_OUTPUT, encoding: 'utf8' }, (err, out, errOut) => {
         const e = err as (NodeJS.ErrnoException & { code?: unknown; killed?: boolean }) | null;
         resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, stdout: out, stderr: errOut, error: e });
       });
@@ -59,6 +60,6 @@ function stripPrefix(line: string): string {
 /** `<bin> -v` → the version it prints (`3.2.26-1`); null when it does not run or says something else. */
 export async function haproxyVersion(bin = 'haproxy'): Promise<string | null> {
   return new Promise((resolve) => {
-    execFile(bin, ['-v'], { timeout: 10_000, encoding: 'utf8' }, (err, out) => resolve(err ? null : versionFromHaproxyV(out)));
+    execFile(bin, ['-v'], { env: childEnv(), timeout: 10_000, encoding: 'utf8' }, (err, out) => resolve(err ? null : versionFromHaproxyV(out)));
   });
 }

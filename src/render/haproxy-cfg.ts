@@ -151,15 +151,20 @@ backend <%= be.name %>
 <% } -%>
 <% if (it.stats) { -%>
 
+# One credential for the whole stats port: the auth rule runs before the exporter's
+# use-service, so /metrics answers 401 without it, as the stats page does.
+userlist stats-users
+    user <%= it.stats.user %> insecure-password <%= it.stats.password %>
+
 listen stats
 <% for (const words of it.stats.binds) { -%>
     bind<% for (const w of words) { %> <%= w %><% } %>
 <% } -%>
     mode http
+    http-request auth realm haproxy-stats unless { http_auth(stats-users) }
     http-request use-service prometheus-exporter if { path /metrics }
     stats enable
     stats uri /admin?stats
     stats refresh 10s
-    stats auth <%= it.stats.auth %>
 <% } -%>
 `;

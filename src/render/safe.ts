@@ -84,7 +84,7 @@ export function bindHost(address: string): { addr: string; dualStack: boolean } 
   throw new InvalidArgumentError(`bindAddress: ${JSON.stringify(address)} must be '*', an IPv4 or an IPv6 literal`, { value: address });
 }
 
-/** Stats credentials: strict charsets, since they are written into `stats auth u:p`. */
+/** Stats credentials: strict charsets, since they are written into the `userlist stats-users` line. */
 export const STATS_USER_RE = /^[A-Za-z0-9._-]{1,64}$/;
 export const STATS_PASSWORD_RE = /^[A-Za-z0-9._~!@%^*+=,/-]{8,128}$/;
 

@@ -318,7 +318,7 @@ export function renderConfig(input: RenderInput): Rendered {
 }
 
 /** The stats listener, served only with a password. */
-function statsView(s: RenderSettings, httpPort: number): { binds: Words[]; auth: string } | null {
+function statsView(s: RenderSettings, httpPort: number): { binds: Words[]; user: string; password: string } | null {
   if (s.statsPort === null || s.statsPort === undefined) return null;
   const port = assertPort(s.statsPort, 'statsPort');
   if (!s.statsPassword) {
@@ -331,7 +331,7 @@ function statsView(s: RenderSettings, httpPort: number): { binds: Words[]; auth:
     throw new InvalidArgumentError(`statsPassword must match ${STATS_PASSWORD_RE}`, { what: 'statsPassword' });
   }
   if (port === httpPort) throw new InvalidArgumentError('statsPort equals httpPort', { statsPort: port });
-  return { binds: [bindWords(s.bindAddress, port)], auth: `${s.statsUser}:${s.statsPassword}` };
+  return { binds: [bindWords(s.bindAddress, port)], user: s.statsUser, password: s.statsPassword };
 }
 
 /** `fe-https`: SNI passthrough, TLS termination through the hop socket, or rejection. */

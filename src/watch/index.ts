@@ -20,7 +20,10 @@ export {
   type Parsed,
   type ParseResult,
   type UpstreamValue,
+  type ParseOptions,
+  type RegistryKv,
 } from './parse.js';
+export { AddressPolicy, parseCidr, parseCidrList, CIDR_KEYWORDS, DEFAULT_UPSTREAM_CIDRS, type Cidr, type AddressPolicyOptions } from './trust.js';
 export { RegistryWatcher, type RegistryWatcherOptions, type RegistryUpdate, type WatchState, type WatchStats } from './watcher.js';
 export {
   registerUpstream,

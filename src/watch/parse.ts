@@ -27,6 +27,7 @@ import {
   type Upstream,
   type UpstreamState,
 } from '../model.js';
+import type { AddressPolicy } from './trust.js';
 
 /** Result of a validator: the canonical value, or why it was refused. */
 export type Parsed<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string };
@@ -310,11 +311,32 @@ export function normalizePrefix(prefix: string): string {
   return prefix.replace(/\/+$/, '');
 }
 
+/** One key of the registry. `createRevision`: etcd's `create_revision` (decides claims; missing = last). */
+export interface RegistryKv {
+  key: string;
+  value: string;
+  createRevision?: string;
+}
+
 interface Draft {
   kind: 'http' | 'tcp';
   name: string;
-  fields: Map<string, { key: string; value: string }>;
-  upstreams: Map<string, { key: string; value: string }>;
+  fields: Map<string, RegistryKv>;
+  upstreams: Map<string, RegistryKv>;
+}
+
+export interface ParseOptions {
+  /** `--upstream-cidrs`: addresses it refuses are rejected like any bad entry. Default none (no address rule). */
+  addressPolicy?: AddressPolicy | null;
+}
+
+/** Fields whose value claims something shared by all services; their etcd create_revision decides who keeps it. */
+const CLAIM_FIELDS = new Set(['domain', 'ports']);
+
+/** Whether `key` holds a claim (`.../domain`, `.../ports`): the watcher keeps create_revision only for these. */
+export function isClaimKey(key: string): boolean {
+  const slash = key.lastIndexOf('/');
+  return CLAIM_FIELDS.has(key.slice(slash + 1));
 }
 
 export interface ParseResult {
@@ -335,18 +357,22 @@ const shortKey = (k: string) => (k.length > MAX_KEY_IN_REJECTION ? k.slice(0, MA
  * service. Keys outside the contract are listed in `ignored`.
  *
  * Duplicate addr:port within a service: the lexicographically first upstream id keeps it
- * (deterministic, independent of input order). Conflicts BETWEEN services (one domain or
- * one tcp port claimed by several) are not decided here: which claims conflict depends on
- * the listeners and maps (hosts vs sni), which src/reconcile and src/render own.
+ * (deterministic, independent of input order). An upstream address `opts.addressPolicy`
+ * refuses is rejected. A domain (within one map: Host or SNI) or tcp port claimed by
+ * several services belongs to the claim whose key etcd created first (`createRevision`,
+ * stable across restarts and resyncs; ties by service name); the later claims lose that
+ * domain or port with a rejection naming the winner's key (`resolveClaims`).
  */
-export function parseRegistry(kvs: Iterable<{ key: string; value: string }>, prefix: string, revision: string): ParseResult {
+export function parseRegistry(kvs: Iterable<RegistryKv>, prefix: string, revision: string, opts: ParseOptions = {}): ParseResult {
   const root = normalizePrefix(prefix) + '/';
   const rejections: Rejection[] = [];
   const ignored: string[] = [];
-  const reject = (key: string, reason: string) => rejections.push({ key: shortKey(key), reason });
+  const reject = (key: string, reason: string, claimedBy?: string) =>
+    rejections.push(claimedBy === undefined ? { key: shortKey(key), reason } : { key: shortKey(key), reason, claimedBy: shortKey(claimedBy) });
   const drafts = new Map<string, Draft>();
 
-  for (const { key, value } of kvs) {
+  for (const kv of kvs) {
+    const { key, value } = kv;
     if (!key.startsWith(root)) {
       ignored.push(key);
       continue;
@@ -383,16 +409,17 @@ export function parseRegistry(kvs: Iterable<{ key: string; value: string }>, pre
       reject(key, valueProblem);
       continue;
     }
-    if (isUpstream) draft.upstreams.set(id, { key, value });
-    else draft.fields.set(field, { key, value });
+    if (isUpstream) draft.upstreams.set(id, kv);
+    else draft.fields.set(field, kv);
   }
 
   const http = new Map<string, HttpService>();
   const tcp = new Map<string, TcpService>();
   const sorted = [...drafts.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 
+  const claims: Claim[] = [];
   for (const d of sorted) {
-    const upstreams = buildUpstreams(d, reject);
+    const upstreams = buildUpstreams(d, reject, opts.addressPolicy ?? null);
     // An optional field: its parsed value, or `fallback` when absent or rejected.
     const field = <T>(name: string, parse: (v: string) => Parsed<T>, fallback: T, onReject = ''): T => {
       const f = d.fields.get(name);
@@ -407,26 +434,89 @@ export function parseRegistry(kvs: Iterable<{ key: string; value: string }>, pre
       const domains = field<string[]>('domain', parseDomains, []);
       const urlReg = field<string | null>('url_reg', parseUrlReg, null);
       const ssl = d.fields.get('sslpass');
-      http.set(d.name, Object.freeze({
-        kind: 'http',
-        name: d.name,
-        upstreams,
-        options,
-        domains: Object.freeze(domains),
-        urlReg,
-        sslPassthrough: ssl ? isTruthyFlag(ssl.value) : false,
-      }));
+      const sslPassthrough = ssl ? isTruthyFlag(ssl.value) : false;
+      const kv = d.fields.get('domain');
+      if (kv && domains.length) claims.push({ space: sslPassthrough ? 'sni' : 'hosts', kind: 'http', service: d.name, kv, values: domains });
+      http.set(d.name, { kind: 'http', name: d.name, upstreams, options, domains, urlReg, sslPassthrough });
     } else {
       const ports = field<number[]>('ports', parsePorts, []);
-      tcp.set(d.name, Object.freeze({ kind: 'tcp', name: d.name, upstreams, options, ports: Object.freeze(ports) }));
+      const kv = d.fields.get('ports');
+      if (kv && ports.length) claims.push({ space: 'tcp', kind: 'tcp', service: d.name, kv, values: ports.map(String) });
+      tcp.set(d.name, { kind: 'tcp', name: d.name, upstreams, options, ports });
     }
   }
+  // Losers keep their other domains/ports: only the contested value is taken away.
+  for (const lost of resolveClaims(claims)) {
+    reject(lost.claim.kv.key, lost.reason, lost.winner.kv.key);
+    const svc = (lost.claim.kind === 'http' ? http : tcp).get(lost.claim.service);
+    if (svc?.kind === 'http') http.set(svc.name, { ...svc, domains: svc.domains.filter((x) => x !== lost.value) });
+    else if (svc?.kind === 'tcp') tcp.set(svc.name, { ...svc, ports: svc.ports.filter((p) => String(p) !== lost.value) });
+  }
+  for (const [name, svc] of http) http.set(name, Object.freeze({ ...svc, domains: Object.freeze(svc.domains) }));
+  for (const [name, svc] of tcp) tcp.set(name, Object.freeze({ ...svc, ports: Object.freeze(svc.ports) }));
 
   rejections.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.reason < b.reason ? -1 : a.reason > b.reason ? 1 : 0));
   return { registry: Object.freeze({ revision, http, tcp }), rejections, ignored };
 }
 
-function buildUpstreams(d: Draft, reject: (key: string, reason: string) => void): ReadonlyMap<string, Upstream> {
+/** One service's claim on values of a shared space (Host-map domains, SNI-map domains, tcp ports). */
+export interface Claim {
+  readonly space: 'hosts' | 'sni' | 'tcp';
+  readonly kind: 'http' | 'tcp';
+  readonly service: string;
+  /** The claiming key (`.../domain` or `.../ports`) with its create_revision. */
+  readonly kv: RegistryKv;
+  readonly values: readonly string[];
+}
+
+export interface LostClaim {
+  readonly claim: Claim;
+  readonly value: string;
+  readonly winner: Claim;
+  readonly reason: string;
+}
+
+/** create_revision as a sortable number; a missing or malformed one sorts last. */
+function createdAt(c: Claim): bigint {
+  const r = c.kv.createRevision;
+  return r !== undefined && /^[0-9]+$/.test(r) ? BigInt(r) : BigInt(Number.MAX_SAFE_INTEGER) ** 2n;
+}
+
+/**
+ * Each contested value goes to the claim created first in etcd (ties: service name): a
+ * domain does not move to another service because its name sorts earlier, nor after a
+ * restart or a resync. Pure; returns the losing (claim, value) pairs.
+ */
+export function resolveClaims(claims: readonly Claim[]): LostClaim[] {
+  const order = [...claims].sort((a, b) => {
+    const ca = createdAt(a);
+    const cb = createdAt(b);
+    return ca < cb ? -1 : ca > cb ? 1 : a.service < b.service ? -1 : a.service > b.service ? 1 : 0;
+  });
+  const owner = new Map<string, Claim>();
+  const lost: LostClaim[] = [];
+  for (const claim of order) {
+    for (const value of claim.values) {
+      const id = `${claim.space}\n${value}`;
+      const winner = owner.get(id);
+      if (!winner) {
+        owner.set(id, claim);
+        continue;
+      }
+      const what = claim.space === 'tcp' ? `tcp port ${value}` : `domain ${value}${claim.space === 'sni' ? ' (TLS passthrough)' : ''}`;
+      const when = (c: Claim) => (c.kv.createRevision ? `created at revision ${c.kv.createRevision}` : 'revision unknown');
+      lost.push({
+        claim,
+        value,
+        winner,
+        reason: `${what} is already claimed by ${winner.kv.key} (${when(winner)}, before this key, ${when(claim)}); the first claimant keeps it`,
+      });
+    }
+  }
+  return lost;
+}
+
+function buildUpstreams(d: Draft, reject: (key: string, reason: string) => void, policy: AddressPolicy | null): ReadonlyMap<string, Upstream> {
   const ids = [...d.upstreams.keys()].sort();
   const out = new Map<string, Upstream>();
   const byAddr = new Map<string, string>();
@@ -435,6 +525,11 @@ function buildUpstreams(d: Draft, reject: (key: string, reason: string) => void)
     const p = parseUpstreamValue(value);
     if (!p.ok) {
       reject(key, p.reason);
+      continue;
+    }
+    const refused = policy?.check(p.value.addr, p.value.port) ?? null;
+    if (refused !== null) {
+      reject(key, refused);
       continue;
     }
     const ap = formatAddrPort(p.value.addr, p.value.port);

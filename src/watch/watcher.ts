@@ -38,8 +38,9 @@ import { logger } from '../log.js';
 import { Backoff, backoffDelay } from '../backoff.js';
 import type { Registry, Rejection } from '../model.js';
 import { asEtcdError, createEtcdClient, validateEndpoints, type EtcdAuthOptions, type EtcdTlsOptions } from './client.js';
-import { normalizePrefix, parseRegistry } from './parse.js';
-import { loadRange, type Snapshot } from './load.js';
+import { isClaimKey, normalizePrefix, parseRegistry } from './parse.js';
+import { loadRange, snapshotEntries, type Snapshot } from './load.js';
+import type { AddressPolicy } from './trust.js';
 
 const log = logger('watch');
 
@@ -98,6 +99,8 @@ export interface RegistryWatcherOptions {
   pageSize?: number;
   /** Called once for each new rejection (metrics hook). */
   onRejection?: (rejection: Rejection) => void;
+  /** `--upstream-cidrs`: upstream addresses it refuses are rejected. Default none. */
+  addressPolicy?: AddressPolicy | null;
   /**
    * Test hooks, not for production. `afterLoad` is awaited between the range (at
    * `revision`) and the watch creation (from `revision`+1): a test can compact there to
@@ -145,6 +148,8 @@ export class RegistryWatcher {
   #stream: WatchStream | null = null;
   #pendingLoad: Snapshot | null = null;
   #kv = new Map<string, string>();
+  /** create_revision of the claim keys (parse.ts isClaimKey): the first claimant of a domain or port keeps it. */
+  #created = new Map<string, string>();
   #revision = '0';
   #current: { registry: Registry; rejections: Rejection[] } | null = null;
   #rejectionKeys = new Set<string>();
@@ -346,6 +351,10 @@ export class RegistryWatcher {
       const key = decode(ev.kv.key);
       if (ev.type === 'Put') this.#kv.set(key, decode(ev.kv.value));
       else this.#kv.delete(key);
+      if (isClaimKey(key)) {
+        if (ev.type === 'Put') this.#created.set(key, ev.kv.create_revision);
+        else this.#created.delete(key);
+      }
       this.#revision = maxRev(this.#revision, ev.kv.mod_revision);
     }
     this.stats.events += res.events.length;
@@ -360,6 +369,7 @@ export class RegistryWatcher {
     const first = this.#current === null;
     const changes = first ? snap.kv.size : diffCount(this.#kv, snap.kv);
     this.#kv = snap.kv;
+    this.#created = snap.created;
     this.#revision = snap.revision;
     this.#clearTimer('flush');
     this.#batchStart = null;
@@ -456,7 +466,9 @@ export class RegistryWatcher {
 
   #emit(cause: RegistryUpdate['cause'], changes: number): void {
     if (cause !== 'stale' || changes > 0 || !this.#current) {
-      const { registry, rejections, ignored } = parseRegistry(this.#kvEntries(), this.#prefix, this.#revision);
+      const { registry, rejections, ignored } = parseRegistry(snapshotEntries(this.#kv, this.#created), this.#prefix, this.#revision, {
+        addressPolicy: this.#opts.addressPolicy,
+      });
       this.#noteRejections(rejections);
       this.#noteIgnored(ignored);
       this.#current = { registry, rejections };
@@ -474,10 +486,6 @@ export class RegistryWatcher {
     }
   }
 
-  *#kvEntries(): Iterable<{ key: string; value: string }> {
-    for (const [key, value] of this.#kv) yield { key, value };
-  }
-
   #noteRejections(rejections: readonly Rejection[]): void {
     const keys = new Set<string>();
     for (const r of rejections) {
@@ -485,7 +493,7 @@ export class RegistryWatcher {
       keys.add(id);
       if (this.#rejectionKeys.has(id)) continue;
       this.stats.rejections++;
-      log.warn({ key: r.key, reason: r.reason }, 'registry entry rejected');
+      log.warn({ key: r.key, reason: r.reason, ...(r.claimedBy ? { claimedBy: r.claimedBy } : {}) }, 'registry entry rejected');
       try {
         this.#opts.onRejection?.(r);
       } catch (err) {

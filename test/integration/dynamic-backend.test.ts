@@ -56,7 +56,9 @@ before(async () => {
   for (let i = 0; i < 2; i++) pool.push(await startBackend(`new-${i}`));
   await etcd.ctl('put', `${P}/http-services/web/domain`, 'web.test');
   await etcd.ctl('put', `${P}/http-services/web/upstreams/w0`, `127.0.0.1:${web.port}`);
-  updater = await startUpdater({ etcdEndpoint: etcd.endpoint, stateDir });
+  // This file is about removing a service at runtime, not about the mass-deletion hold
+  // (guardrails-hold.test.ts), which would hold the removal of a serving service's last upstream.
+  updater = await startUpdater({ etcdEndpoint: etcd.endpoint, stateDir, extraArgs: ['--max-removal', '100%'] });
   await waitFor(async () => (await get('web.test')).startsWith('web-'), { what: 'web routed', timeoutMs: 15_000 });
   const info = parseInfo(await socketCommand(updater.adminSocket, 'show info'));
   dynamic = capabilitiesFor(info.Version).capabilities.dynamicBackends;

@@ -76,6 +76,18 @@ const cases: Array<{ name: string; args: () => string[]; env?: Record<string, st
     line: /^haproxy-updater run: --listen \(HAPROXY_UPDATER_LISTEN\): cannot listen on 127\.0\.0\.1:\d+: the port is in use \(EADDRINUSE\)$/,
   },
   {
+    name: 'a --max-removal that is not a percentage names the flag',
+    args: () => ['run', '--etcd', DOWN, '--state-dir', path.join(dir, 'hold'), '--max-removal', 'half'],
+    code: 2,
+    line: /^haproxy-updater run: --max-removal \(HAPROXY_UPDATER_MAX_REMOVAL\): 'half' is not a percentage 0-100% \(e\.g\. 50%\)$/,
+  },
+  {
+    name: 'release-hold with no daemon on --listen says so and names the flag',
+    args: () => ['release-hold', '--listen', '127.0.0.1:1'],
+    code: 1,
+    line: /^haproxy-updater release-hold: no daemon answers on 127\.0\.0\.1:1 \(ECONNREFUSED\) \(--listen, HAPROXY_UPDATER_LISTEN\): is `haproxy-updater run` running with this --listen\?$/,
+  },
+  {
     name: 'an unknown --log-format names its choices',
     args: () => ['run', '--log-format', 'xml'],
     code: 2,

@@ -87,12 +87,11 @@ test('iptables guard: more than 15 ports are split over several multiport rules;
 test('iptables guard: clear GuardError when iptables is missing or not permitted; ports and names validated', async (t) => {
   await assert.rejects(new IptablesGuard({ iptables: '/nonexistent/iptables' }).init(), (e: unknown) => e instanceof GuardError && /not found/.test(e.message));
   const ipt = await fakeIptables(t);
-  process.env.FAKE_IPT_FAIL = 'perm';
-  try {
-    await assert.rejects(new IptablesGuard({ iptables: ipt.bin }).init(), (e: unknown) => e instanceof GuardError && /no permission/.test(e.message));
-  } finally {
-    delete process.env.FAKE_IPT_FAIL;
-  }
+  const env = { PATH: process.env.PATH, FAKE_IPT_FAIL: 'perm' };
+  await assert.rejects(new IptablesGuard({ iptables: ipt.bin, env }).init(), (e: unknown) => e instanceof GuardError && /no permission/.test(e.message));
+  // Guard none: nothing to clean up where iptables is absent or forbidden, and no error.
+  await new NoGuard({ iptables: '/nonexistent/iptables' }).init();
+  await new NoGuard({ iptables: ipt.bin, env }).init();
   await assert.rejects(new IptablesGuard({ iptables: ipt.bin }).engage([0]), InvalidArgumentError);
   assert.throws(() => new IptablesGuard({ netns: 'ns; reboot' }), InvalidArgumentError);
   assert.throws(() => new IptablesGuard({ tag: 'a b' }), InvalidArgumentError);
@@ -122,13 +121,60 @@ process.exit(r.status ?? 1);
   assert.deepEqual(await ipt.rules(), []);
 });
 
-test('createGuard', async () => {
-  const none = createGuard('none');
+test('createGuard; guard none removes stale tagged rules at init (iptables and ip6tables) and adds none', async (t) => {
+  const ipt = await fakeIptables(t, [OTHER, STALE]);
+  const ip6 = await fakeIptables(t, [STALE]);
+  const none = createGuard('none', { iptables: ipt.bin, ip6tables: ip6.bin });
   assert.ok(none instanceof NoGuard);
   assert.equal(none.kind, 'none');
   await none.init();
+  assert.deepEqual(await ipt.rules(), [OTHER]);
+  assert.deepEqual(await ip6.rules(), []);
   await none.engage([80]);
+  assert.deepEqual(await ipt.rules(), [OTHER]);
   await none.release();
   assert.ok(createGuard('iptables', { netns: 'x' }) instanceof IptablesGuard);
   assert.throws(() => createGuard('pf'), InvalidArgumentError);
+});
+
+test('guard marker: an engaged iptables guard leaves it until released; guard none sweeps only when a crash left it', async (t) => {
+  const ipt = await fakeIptables(t, [OTHER, STALE]);
+  const ip6 = await fakeIptables(t, []);
+  const markerPath = path.join(path.dirname(ipt.bin), 'guard-engaged');
+  // No marker: this state dir never guarded, so guard none leaves the firewall alone.
+  await createGuard('none', { iptables: ipt.bin, ip6tables: ip6.bin, markerPath }).init();
+  assert.deepEqual(await ipt.rules(), [OTHER, STALE]);
+  const guard = new IptablesGuard({ iptables: ipt.bin, ip6tables: ip6.bin, markerPath });
+  await guard.init();
+  assert.deepEqual(await ipt.rules(), [OTHER]);
+  await guard.engage([8080]);
+  assert.equal(await readFile(markerPath, 'utf8'), `${process.pid}\n`, 'marker written while engaged');
+  // A crash here leaves rule and marker: the next start in mode none removes both.
+  await createGuard('none', { iptables: ipt.bin, ip6tables: ip6.bin, markerPath }).init();
+  assert.deepEqual(await ipt.rules(), [OTHER]);
+  await assert.rejects(readFile(markerPath), /ENOENT/);
+  await guard.engage([8080]);
+  await guard.release();
+  await assert.rejects(readFile(markerPath), /ENOENT/, 'marker removed with the rules');
+});
+
+test('iptables guard with ipv6 (dual-stack listeners) drops SYNs in ip6tables too; without, ip6tables is only cleaned', async (t) => {
+  const ipt = await fakeIptables(t);
+  const ip6 = await fakeIptables(t, [STALE]);
+  const v4only = new IptablesGuard({ iptables: ipt.bin, ip6tables: ip6.bin });
+  await v4only.init();
+  assert.deepEqual(await ip6.rules(), [], 'stale ip6tables rule removed although this run guards IPv4 only');
+  await v4only.engage([8080]);
+  assert.equal((await ipt.rules()).length, 1);
+  assert.deepEqual(await ip6.rules(), []);
+  await v4only.release();
+
+  const dual = new IptablesGuard({ iptables: ipt.bin, ip6tables: ip6.bin, ipv6: true });
+  await dual.init();
+  await dual.engage([8080, 8443]);
+  for (const r of [await ipt.rules(), await ip6.rules()]) {
+    assert.deepEqual(r, ['-A INPUT -p tcp -m multiport --dports 8080,8443 --syn -m comment --comment haproxy-updater-guard -j DROP']);
+  }
+  await dual.release();
+  assert.deepEqual([...(await ipt.rules()), ...(await ip6.rules())], []);
 });

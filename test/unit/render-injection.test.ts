@@ -166,7 +166,7 @@ test('a clean registry renders, and no line of it was added by a value', () => {
   assertClean(r);
   // Every non-comment line starts with a known keyword: nothing was smuggled in as a line.
   const keywords =
-    /^(global|defaults|frontend|backend|listen|master-worker|maxconn|stats|server-state-file|log|log-format|tune\.|ssl-default|mode|option|retries|retry-on|timeout|load-server-state-from-file|default-server|bind|http-request|use_backend|default_backend|tcp-request|server|server-template|balance|http-check)\b/;
+    /^(global|defaults|frontend|backend|listen|master-worker|maxconn|stats|server-state-file|log|log-format|tune\.|ssl-default|mode|option|retries|retry-on|timeout|load-server-state-from-file|default-server|bind|http-request|use_backend|default_backend|tcp-request|server|server-template|balance|http-check|userlist|user)\b/;
   for (const line of r.config.split('\n')) {
     const t = line.trim();
     if (t === '' || t.startsWith('#')) continue;

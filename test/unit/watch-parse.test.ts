@@ -408,7 +408,7 @@ test('parseRegistry: duplicate addr:port keeps the lexicographically first id', 
   );
 });
 
-test('parseRegistry: cross-service claims (shared domain or tcp port) are left to reconcile/render', () => {
+test('parseRegistry: cross-service claims without create_revision: the service name breaks the tie, the loser keeps its other values', () => {
   const { registry, rejections } = parseRegistry(
     kv({
       [`${H}/b/domain`]: 'shared.example,b.example',
@@ -420,9 +420,16 @@ test('parseRegistry: cross-service claims (shared domain or tcp port) are left t
     '1',
   );
   assert.deepEqual(registry.http.get('a')!.domains, ['shared.example']);
-  assert.deepEqual(registry.http.get('b')!.domains, ['b.example', 'shared.example']);
-  assert.deepEqual((registry.tcp.get('y') as TcpService).ports, [9000, 9001]);
-  assert.deepEqual(rejections, []);
+  assert.deepEqual(registry.http.get('b')!.domains, ['b.example']);
+  assert.deepEqual((registry.tcp.get('x') as TcpService).ports, [9000]);
+  assert.deepEqual((registry.tcp.get('y') as TcpService).ports, [9001]);
+  assert.deepEqual(
+    rejections.map((r) => [r.key, r.claimedBy]),
+    [
+      [`${H}/b/domain`, `${H}/a/domain`],
+      [`${T}/y/ports`, `${T}/x/ports`],
+    ],
+  );
 });
 
 test('parseRegistry: deterministic regardless of input order; prefix with trailing slash', () => {

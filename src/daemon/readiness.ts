@@ -1,0 +1,119 @@
+/**
+ * What /readyz says, and why. Ready means serving: besides the daemon's own state (registry
+ * loaded, last pass fine, config not refused, no held update), every service with registered
+ * upstreams must have a server HAProxy counts as UP, or have waited `--ready-grace` for one;
+ * after the grace it is listed in the body (and in `haproxy_updater_services_unserved`)
+ * without failing readiness, so one dead upstream cannot take the load balancer out of a
+ * rollout for good.
+ */
+import { backendName, type Registry, type Service } from '../model.js';
+import { isServing, type Hold, type ObservedState } from '../reconcile/index.js';
+
+/** `warnings`: shown by /readyz without making it fail (e.g. a rejected certificate file, whose predecessor keeps serving). */
+export type Readiness = { ready: boolean; reasons: string[]; warnings?: string[] };
+
+export interface Unserved {
+  /** `http/<svc>` or `tcp/<svc>`. */
+  readonly service: string;
+  readonly backend: string;
+  /** Upstreams registered in state `ready`. */
+  readonly registered: number;
+}
+
+/**
+ * Services that have upstreams registered in state `ready` and no serving server in HAProxy.
+ * A service whose upstreams are all set to drain or maint in the registry is not expected to
+ * serve and is not listed.
+ */
+export function unservedServices(registry: Registry, observed: ObservedState): Unserved[] {
+  const out: Unserved[] = [];
+  const all: Service[] = [...registry.http.values(), ...registry.tcp.values()];
+  for (const svc of all) {
+    const registered = [...svc.upstreams.values()].filter((u) => u.state === 'ready').length;
+    if (registered === 0) continue;
+    const backend = backendName(svc);
+    const be = observed.backends.get(backend);
+    if (be?.servers.some(isServing)) continue;
+    out.push({ service: `${svc.kind}/${svc.name}`, backend, registered });
+  }
+  return out.sort((a, b) => a.service.localeCompare(b.service));
+}
+
+/** One line per unserved service, as /readyz and `status` print them. */
+export function describeUnserved(u: Unserved): string {
+  return `${u.service}: no serving upstream in HAProxy (${u.registered} registered, none UP)`;
+}
+
+export interface DaemonState {
+  registryLoaded: boolean;
+  /** etcd endpoints when the watcher is disconnected, else null. */
+  etcdDown: string | null;
+  lastPassOk: boolean;
+  lastPassError: string | null;
+  /** Why HAProxy refused the desired config, when it did. */
+  refused: string | null;
+  stopping: boolean;
+  hold: Hold | null;
+  warnings: string[];
+}
+
+/**
+ * Keeps, per service, since when it waits for a first serving server, so the grace counts
+ * from when the service (or the daemon) appeared, not from the last pass.
+ */
+export class ReadinessTracker {
+  readonly #graceMs: number;
+  /** Service → when it was first seen unserved and never served since. */
+  #waitingSince = new Map<string, number>();
+  /** Services that had a serving server at least once: a later outage is listed, never a 503. */
+  #served = new Set<string>();
+  #unserved: Unserved[] = [];
+
+  /** `graceMs`: how long a service without a serving server holds readiness back (--ready-grace). */
+  constructor(graceMs: number) {
+    this.#graceMs = graceMs;
+  }
+
+  /** After each pass: the registry applied and what HAProxy showed. */
+  update(registry: Registry, observed: ObservedState, now: number): void {
+    this.#unserved = unservedServices(registry, observed);
+    const unserved = new Set(this.#unserved.map((u) => u.service));
+    const all = [...registry.http.values(), ...registry.tcp.values()];
+    const known = new Set(all.map((s) => `${s.kind}/${s.name}`));
+    // Served: has ready upstreams and is not unserved (a service with none yet is not "served").
+    for (const svc of all) {
+      const key = `${svc.kind}/${svc.name}`;
+      if (!unserved.has(key) && [...svc.upstreams.values()].some((u) => u.state === 'ready')) this.#served.add(key);
+    }
+    for (const s of [...this.#served]) if (!known.has(s)) this.#served.delete(s);
+    for (const s of [...this.#waitingSince.keys()]) if (!unserved.has(s) || this.#served.has(s)) this.#waitingSince.delete(s);
+    for (const s of unserved) if (!this.#served.has(s) && !this.#waitingSince.has(s)) this.#waitingSince.set(s, now);
+  }
+
+  /** Services without a serving server now (all of them, grace or not). */
+  get unserved(): readonly Unserved[] {
+    return this.#unserved;
+  }
+
+  /** Some service still waits within its grace: the daemon re-observes soon rather than at the verify interval. */
+  waiting(now: number): boolean {
+    return [...this.#waitingSince.values()].some((t) => now - t < this.#graceMs);
+  }
+
+  compute(d: DaemonState, now: number): Readiness {
+    const reasons: string[] = [];
+    // An etcd outage after the first load keeps the daemon ready (HAProxy serves the last registry); before it, it is the cause.
+    if (!d.registryLoaded) reasons.push(`registry not loaded yet${d.etcdDown ? `: etcd ${d.etcdDown} unreachable` : ''}`);
+    if (!d.lastPassOk) reasons.push(`last pass failed: ${d.lastPassError ?? 'no pass yet'}`);
+    if (d.refused) reasons.push(`the desired haproxy.cfg was refused: ${d.refused}; HAProxy runs the previous one`);
+    if (d.hold) reasons.push(`${d.hold.summary}; release with \`haproxy-updater release-hold\` once the removal is intended`);
+    if (d.stopping) reasons.push('stopping');
+    const warnings = [...d.warnings];
+    for (const u of this.#unserved) {
+      const since = this.#waitingSince.get(u.service);
+      if (since !== undefined && now - since < this.#graceMs) reasons.push(`${describeUnserved(u)}; waiting up to ${Math.ceil((this.#graceMs - (now - since)) / 1000)}s more (--ready-grace)`);
+      else warnings.push(describeUnserved(u));
+    }
+    return { ready: reasons.length === 0, reasons, warnings };
+  }
+}
