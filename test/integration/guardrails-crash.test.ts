@@ -40,6 +40,9 @@ async function body(host: string, port: number): Promise<string> {
   return Object.keys(r.bodies)[0] ?? '';
 }
 
+/** `show proc`; the 2.6 master re-executes itself on reload, so its socket can refuse a connection for a moment. */
+const master = (socket: string) => waitFor(() => masterView(socket), { what: `the master CLI on ${socket}`, timeoutMs: 10_000 });
+
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
 test('SIGKILL between rename and reload: the restarted updater reloads and routes the new service; stale map and server-state files are rewritten by a verify pass', async (t) => {
@@ -67,14 +70,14 @@ test('SIGKILL between rename and reload: the restarted updater reloads and route
     const crashing = await startUpdater({ etcdEndpoint: etcd.endpoint, stateDir, ...ports, env: { HAPROXY_UPDATER_TEST_CRASH_AT: 'after-rename' } });
     cleanups.push(() => crashing.stop());
     ports = { httpPort: crashing.httpPort, httpsPort: crashing.httpsPort, listenPort: crashing.listenPort };
-    const before = await masterView(crashing.masterSocket);
+    const before = await master(crashing.masterSocket);
     const confirmedBefore = await recorded();
     assert.equal(confirmedBefore.sha256, sha256(await readFile(cfgPath, 'utf8')), 'the config HAProxy runs is recorded');
     await change();
     await waitFor(() => hasExited(crashing.proc), { what: 'the updater killed by the after-rename hook', timeoutMs: 15_000 });
     assert.equal(crashing.proc.child.signalCode, 'SIGKILL');
     assert.match(await readFile(cfgPath, 'utf8'), fileShows, 'the new config was renamed into place');
-    const crashed = await masterView(crashing.masterSocket);
+    const crashed = await master(crashing.masterSocket);
     assert.deepEqual([crashed.masterPid, crashed.reloads], [before.masterPid, before.reloads], 'HAProxy still runs the old config, not reloaded');
     assert.equal((await recorded()).sha256, confirmedBefore.sha256, 'the unconfirmed config was not recorded as running');
     // Restarted without the hook: adopts HAProxy, sees the unconfirmed file, reloads.
@@ -84,7 +87,7 @@ test('SIGKILL between rename and reload: the restarted updater reloads and route
   }
 
   async function converged(updater: UpdaterHandle, c: { reloadsBefore: number; masterPid: number }): Promise<number> {
-    const view = await masterView(updater.masterSocket);
+    const view = await master(updater.masterSocket);
     assert.equal(view.masterPid, c.masterPid, 'same HAProxy adopted');
     assert.ok(view.reloads > c.reloadsBefore, `the restarted updater reloaded (${c.reloadsBefore} → ${view.reloads})`);
     // The record follows the master's confirmation, which routing may show a moment earlier.
@@ -144,7 +147,7 @@ test('SIGKILL between rename and reload: the restarted updater reloads and route
   assert.equal(slotOf(await readFile(stateFile, 'utf8')), undefined, 'the test made the file stale');
   await waitFor(async () => slotOf(await readFile(stateFile, 'utf8')), { what: 'server-state rewritten by a verify pass', timeoutMs: 10_000 });
 
-  const end = await masterView(updater.masterSocket);
+  const end = await master(updater.masterSocket);
   assert.equal(end.reloads, reloads, 'file repairs cost no reload');
   t.diagnostic(`HAProxy reloads: ${first.reloadsBefore} before the first crash, ${reloads} at the end`);
 });
