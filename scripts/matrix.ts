@@ -8,7 +8,8 @@
  *   env TEST_LEG=NAME[,NAME] does the same as --leg (developers: one leg only).
  * Each leg is labelled in the output with its binaries' versions and its time; each test
  * file runs on its own (node --test, concurrency 1) with HAPROXY_BIN / ETCD_BIN /
- * ETCDCTL_BIN set; its output is shown only when it fails. Exit 1 when any file failed.
+ * ETCDCTL_BIN set; its output is shown only when it fails, and within it the logs of its
+ * failing tests only (testkit/test-logs.ts). Exit 1 when any file failed.
  * Results (leg x file x scenario, seconds) go to --results (default .tmp/matrix-results.json).
  * The 3.x and etcd 3.5 binaries come from scripts/haproxy-versions.sh (cached).
  */
@@ -124,7 +125,8 @@ function testCounts(output: string): { pass: number; fail: number; skipped: numb
 
 function runFile(file: string, env: NodeJS.ProcessEnv): Promise<{ ok: boolean; output: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', file], {
+    // test-logs: in-process and updater logs are printed only for a failing test.
+    const child = spawn(process.execPath, ['--import', 'tsx', '--import', './testkit/test-logs.ts', '--test', '--test-concurrency=1', '--test-reporter=spec', file], {
       cwd: ROOT,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],

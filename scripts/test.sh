@@ -12,7 +12,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 npx tsc -p tsconfig.json --noEmit
 if [ "${1:-all}" = unit ]; then
   shopt -s nullglob
-  exec node --import tsx --test --test-concurrency=1 --test-reporter=spec test/unit/*.test.ts
+  exec node --import tsx --import ./testkit/test-logs.ts --test --test-concurrency=1 --test-reporter=spec test/unit/*.test.ts
 fi
 # One file at a time: integration tests start real HAProxy/etcd processes and
 # measure traffic, which two cores cannot do in parallel without flakiness.

@@ -16,3 +16,4 @@ export * from './backend.js';
 export * from './load.js';
 export * from './updater.js';
 export * from './tlsclient.js';
+export * from './test-logs.js';

@@ -8,6 +8,7 @@ import { haproxyBin } from './bins.js';
 import { httpRequest } from './http.js';
 import { killProcess, startProcess, stopProcess, waitReady, type Proc } from './process.js';
 import { freePort } from './resources.js';
+import { testLog } from './test-logs.js';
 
 /** The CLI entry point, `bin/haproxy-updater.js`. */
 export const BIN = fileURLToPath(new URL('../bin/haproxy-updater.js', import.meta.url));
@@ -65,6 +66,12 @@ export async function startUpdater(o: UpdaterOptions): Promise<UpdaterHandle> {
     ...(o.extraArgs ?? []),
   ];
   const proc = startProcess(process.execPath, args, { env: { ...process.env, ...o.env } });
+  // Into the test's log: printed only if the test fails (test-logs.ts).
+  for (const stream of [proc.child.stdout, proc.child.stderr]) {
+    stream?.on('data', (b: Buffer) => {
+      for (const line of b.toString('utf8').split('\n')) if (line) testLog(`[updater ${proc.pid}] ${line}`);
+    });
+  }
   const get = async (pathname: string) => {
     const r = await httpRequest({ port: listenPort, path: pathname, timeoutMs: 3000 });
     if (r.error) throw new Error(`GET ${pathname} on --listen: ${r.error}`);

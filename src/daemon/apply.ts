@@ -25,6 +25,7 @@ import {
   delBackend,
 } from '../runtime/index.js';
 import { mapFileText, checkTiming, type RenderSettings } from '../render/index.js';
+import { readFile } from 'node:fs/promises';
 import { atomicWrite } from '../reload/index.js';
 import { logger } from '../log.js';
 
@@ -154,4 +155,31 @@ export async function applyOps(
     results.push({ op, family: op.kind, ok: true, code: 'ok' });
   }
   return results;
+}
+
+/**
+ * Verify pass: each map file the running config loads holds what HAProxy's runtime map holds
+ * (converged, that is the desired routing), so a reload or a HAProxy restarted by anyone keeps
+ * today's routes. A file left behind by ENOSPC, a kill between `add map` and the file write,
+ * or an edit behind the updater's back is rewritten. Returns the files rewritten.
+ */
+export async function repairMapFiles(
+  runtimeMaps: { hostsMap: ReadonlyMap<string, string>; sniMap: ReadonlyMap<string, string> },
+  settings: Pick<RenderSettings, 'hostsMap' | 'sniMap'>,
+  appliedConfig: string,
+): Promise<string[]> {
+  const rewritten: string[] = [];
+  for (const map of ['hosts', 'sni'] as const) {
+    const file = mapFile(map, settings);
+    // A map the running config does not load (no HTTPS frontend) has no runtime side to compare.
+    if (!appliedConfig.includes(file)) continue;
+    const entries = map === 'hosts' ? runtimeMaps.hostsMap : runtimeMaps.sniMap;
+    const want = mapFileText([...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    const have = await readFile(file, 'utf8').catch(() => null);
+    if (have === want) continue;
+    await atomicWrite(file, want);
+    rewritten.push(file);
+    log.warn({ file, entries: entries.size }, 'map file differed from the running map; rewritten');
+  }
+  return rewritten;
 }

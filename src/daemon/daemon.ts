@@ -39,7 +39,8 @@ import { Reloader, createGuard, ReloadLimiter, haproxyVersion, ensurePrivateDir,
 import { bindHost } from '../render/safe.js';
 import { observe, observeBackends } from './observe.js';
 import { HaproxyModel } from './model.js';
-import { applyOps, type ApplyResult } from './apply.js';
+import { applyOps, repairMapFiles, type ApplyResult } from './apply.js';
+import { AppliedState, repairServerStateFile, testCrashPoint, type ConfirmedBy, type StartedHow } from './applied.js';
 import { ManagedHaproxy } from './haproxy-process.js';
 import { settingsChanged, stampConfig } from './settings-stamp.js';
 import { CertSync, type PassResult } from '../certs/sync.js';
@@ -101,6 +102,10 @@ export class Daemon {
   #registry: Registry | null = null;
   #rejections: Rejection[] = [];
   #appliedConfig = '';
+  /** `<state-dir>/applied.json`: the config confirmed running (see applied.ts). */
+  readonly #applied: AppliedState;
+  /** The config on disk was never confirmed running: the next pass reloads. */
+  #mustReload = false;
   #drainStartedAt = new Map<string, number>();
   #deferredSince = 0;
   #pendingSince = 0;
@@ -138,6 +143,7 @@ export class Daemon {
   constructor(opts: DaemonOptions) {
     this.#o = opts;
     this.#cfgPath = path.join(opts.stateDir, 'haproxy.cfg');
+    this.#applied = new AppliedState(path.join(opts.stateDir, 'applied.json'));
     const runtimeTarget: SocketTarget = { path: opts.runtimeSocket };
     this.#runtime = new RuntimeClient(runtimeTarget, { timeoutMs: 5000 });
     this.#master = new MasterClient({ path: opts.masterSocket }, { timeoutMs: 5000 });
@@ -213,6 +219,7 @@ export class Daemon {
       guardPorts: () => [...new Set(tcpListeners(this.#appliedConfig).map((l) => l.port))],
       haproxyBin: this.#o.haproxyBin,
       validateLocally: () => localCheckFirst(this.#o.mode, this.#version.current, this.#localVersion),
+      testCrashAt: testCrashPoint(),
     });
     if (this.#o.mode === 'external') this.#localVersion = await haproxyVersion(this.#o.haproxyBin);
 
@@ -239,9 +246,9 @@ export class Daemon {
     // The bind's crt-list must exist (never empty) before HAProxy loads a config naming it.
     if (certs) await prepareCertFiles(certs);
 
-    if (this.#o.mode === 'managed') await this.#startManaged();
+    const how: StartedHow = this.#o.mode === 'managed' ? await this.#startManaged() : 'external';
     await this.#refreshVersion();
-    this.#appliedConfig = await readFile(this.#cfgPath, 'utf8').catch(() => '');
+    await this.#takeRunningConfig(how);
 
     this.#verifyTimer = setInterval(() => {
       void this.requestPass('verify');
@@ -276,7 +283,20 @@ export class Daemon {
     if (st) this.metrics.setCertificates(st.served, st.soonestNotAfter, rejected);
   }
 
-  async #startManaged(): Promise<void> {
+  /** What runs once HAProxy is up (the file only if confirmed, applied.ts); reload in the first pass if unsure. */
+  async #takeRunningConfig(how: StartedHow): Promise<void> {
+    const onDisk = await readFile(this.#cfgPath, 'utf8').catch(() => null);
+    const state = await this.#applied.atStart(onDisk, how);
+    this.#appliedConfig = state.running;
+    this.#mustReload = state.mustReload;
+  }
+
+  /** Records `config` as running; a failed write costs one extra reload after a restart, nothing now. */
+  async #confirm(config: string, by: ConfirmedBy): Promise<void> {
+    await this.#applied.confirm(config, by).catch((err: unknown) => log.error({ err }, 'could not record the running config (applied.json); a restart will reload once'));
+  }
+
+  async #startManaged(): Promise<StartedHow> {
     const managed = new ManagedHaproxy({
       bin: this.#o.haproxyBin,
       cfgPath: this.#cfgPath,
@@ -290,7 +310,7 @@ export class Daemon {
       const registry = this.#registry ?? EMPTY_REGISTRY;
       await this.#reloader!.write(this.#render(initialCapacity(registry), registry));
     }
-    await managed.start();
+    return managed.start();
   }
 
   async #restartManaged(): Promise<void> {
@@ -300,7 +320,7 @@ export class Daemon {
     try {
       for (let attempt = 1; !this.#stopping; attempt++) {
         try {
-          await this.#managed.start();
+          await this.#takeRunningConfig(await this.#managed.start());
           log.warn({ attempt }, 'haproxy restarted after an unexpected exit; re-applying the registry');
           await this.#refreshVersion();
           break;
@@ -400,6 +420,7 @@ export class Daemon {
       // is queued behind this pass. A pass only follows when something waits for them.
       this.#admission?.submit(plan.admission, { passAfter: plan.pending });
       await this.#apply(plan, registry);
+      if (why === 'verify') await this.#repairFiles(observed, plan);
       if (reloadError) throw reloadError;
       this.#updateSlotMetrics(observed);
       this.#updateReadiness(registry, observed);
@@ -426,6 +447,13 @@ export class Daemon {
       if (this.#managed && !this.#managed.alive() && this.#managed.state === 'adopted') void this.#restartManaged();
       this.#later(err instanceof UpdaterError && err.recoverable ? 250 : 1000, 'retry');
     }
+  }
+
+  /** Verify pass: the files HAProxy loads at its next start or reload hold what runs now. */
+  async #repairFiles(observed: ObservedState, plan: Plan): Promise<void> {
+    // A pass that changed a map wrote its file from the same entries.
+    if (!plan.ops.some((o) => o.kind === 'write-map-file')) await repairMapFiles(observed, this.#o.render, this.#appliedConfig);
+    await repairServerStateFile(this.#runtime, this.#o.render.serverStateFile);
   }
 
   /** The registry this pass applies: the raw one, or the held one (reconcile/hold.ts) while a mass removal is held. */
@@ -556,6 +584,7 @@ export class Daemon {
       const rendered = this.#render(plan.capacity, registry);
       await this.#reloader!.write(rendered);
       this.#appliedConfig = rendered.config;
+      await this.#confirm(rendered.config, 'runtime');
       log.info({ added: [...created], removedAtRuntime: removed }, 'backends changed at runtime; config on disk kept in step (no reload)');
     } catch (err) {
       // The running backends are not in the file: the next pass sees no structure for them and reloads.
@@ -583,7 +612,8 @@ export class Daemon {
     let rendered: Rendered | null = null;
     const result = decideReload({
       plan,
-      settingsChanged: this.#settingsChanged(),
+      // A config on disk never confirmed running counts as out of date: reload (see applied.ts).
+      settingsChanged: this.#settingsChanged() || this.#mustReload,
       now: Date.now(),
       deferredSince: this.#deferredSince,
       consolidateAfterMs: this.#o.consolidateAfterMs,
@@ -609,6 +639,8 @@ export class Daemon {
       const result = await this.#reloader!.reload(rendered, reasons);
       this.#limiter.record(Date.now());
       this.#appliedConfig = rendered.config;
+      this.#mustReload = false;
+      await this.#confirm(rendered.config, 'reload');
       this.#runtimeRefused.clear();
       this.#refusedConfig = null;
       this.#deferredSince = 0;

@@ -9,7 +9,9 @@
  *  6. guard off in every outcome;
  *  7. on failure: previous config and support files back, reload again, report.
  * Success returns a ReloadResult; every failure throws a typed error (the caller must not
- * believe the new config is running).
+ * believe the new config is running). Between 3. and 5. the file on disk is ahead of what
+ * runs: the caller records a config as running only after a returned result (the daemon's
+ * applied.json), so a crash in between is seen at the next start.
  */
 import { performance } from 'node:perf_hooks';
 import { ConfigInvalidError, GuardError, ReloadFailedError, ReloadTimeoutError, ReplyParseError, UpdaterError } from '../errors.js';
@@ -63,6 +65,11 @@ export interface ReloaderOptions {
    * its refusal then comes back as ConfigInvalidError after the rollback. Default: always.
    */
   validateLocally?: () => boolean;
+  /**
+   * Test only (crash-safety tests): `after-rename` SIGKILLs this process right after the new
+   * config is renamed into place, before the master reload. Default null: never.
+   */
+  testCrashAt?: 'after-rename' | null;
 }
 
 /** `R`: the caller's reason type (the daemon's typed ReloadCause); the reloader only carries it. */
@@ -116,12 +123,13 @@ export class Reloader<R = unknown> {
 
     // 1. Without a fresh state dump a reload would reset every slot to the config's
     //    `slot.invalid`/maint: refuse rather than cut traffic.
-    const dump = await this.#dumpState();
+    const dump = await dumpServerState(this.#o.runtime);
     await atomicWrite(this.#o.serverStateFile, dump);
 
     // 2.–3. ConfigInvalidError propagates: config file and HAProxy untouched.
     const local = this.#o.validateLocally?.() ?? true;
     const written = await writeRendered(rendered, this.#o.cfgPath, { ...this.#validateOpts(), skipValidation: !local });
+    if (this.#o.testCrashAt === 'after-rename') process.kill(process.pid, 'SIGKILL');
 
     // 4.–6.
     const first = await this.#guardedReload();
@@ -204,17 +212,17 @@ export class Reloader<R = unknown> {
     }
     return { error, stage: error === null ? null : stage, releaseError };
   }
+}
 
-  async #dumpState(): Promise<string> {
-    const src = this.#o.runtime;
-    const text = typeof src === 'function' ? await src() : await src.run(showServersState());
-    // Format version line `1`, then the `# be_id ...` header (notes §7).
-    const trimmed = text.replace(/^\s+/, '');
-    if (!/^1\n/.test(trimmed)) {
-      throw new ReplyParseError('show servers state: unexpected reply (no version line)', { reply: text.slice(0, 200) });
-    }
-    return trimmed.endsWith('\n') ? trimmed : `${trimmed}\n`;
+/** `show servers state` as the server-state file holds it (checked: format version line first). */
+export async function dumpServerState(src: StateSource): Promise<string> {
+  const text = typeof src === 'function' ? await src() : await src.run(showServersState());
+  // Format version line `1`, then the `# be_id ...` header (notes §7).
+  const trimmed = text.replace(/^\s+/, '');
+  if (!/^1\n/.test(trimmed)) {
+    throw new ReplyParseError('show servers state: unexpected reply (no version line)', { reply: text.slice(0, 200) });
   }
+  return trimmed.endsWith('\n') ? trimmed : `${trimmed}\n`;
 }
 
 interface GuardedOutcome {

@@ -30,7 +30,7 @@ import {
   type UpdaterHandle,
   socketCommand,
 } from '../../testkit/index.js';
-import { capabilitiesFor, parseInfo } from '../../src/runtime/index.js';
+import { capabilitiesFor, isMaint, parseInfo, parseServersState } from '../../src/runtime/index.js';
 
 const P = '/haproxy-discover';
 let etcd: EtcdHandle;
@@ -48,6 +48,24 @@ async function get(host: string, port: number): Promise<{ status: number; body: 
 
 function summarize(name: string, r: LoadResult): string {
   return `${name}: ok=${r.ok} failed=${r.failed} ${JSON.stringify(r.failures)} p99=${percentile(r.latencies, 99).toFixed(1)}ms max=${Math.max(0, ...r.latencies).toFixed(1)}ms`;
+}
+
+/** Waits (no fixed sleep) until the stable web upstreams have answered `n` more requests: load is flowing now. */
+async function servedMore(n: number, what: string): Promise<void> {
+  const total = () => backends.reduce((sum, b) => sum + b.hits, 0);
+  const start = total();
+  await waitFor(() => total() >= start + n, { what: `${what} (${n} more requests served)`, timeoutMs: 15_000 });
+}
+
+/** The web servers in service (not maint) as HAProxy reports them. */
+async function webServing(): Promise<Array<{ addr: string; port: number }>> {
+  const rows = parseServersState(await socketCommand(updater.adminSocket, 'show servers state http-web'));
+  return rows.filter((r) => !isMaint(r)).map((r) => ({ addr: r.srvAddr, port: r.srvPort }));
+}
+
+/** Waits until no web server in service has `port` (its removal went through drain and maint). */
+async function removedFromWeb(port: number, what: string): Promise<void> {
+  await waitFor(async () => !(await webServing()).some((s) => s.port === port), { what, timeoutMs: 15_000 });
 }
 
 before(async () => {
@@ -95,10 +113,17 @@ test('200 upstream adds/removes under load: zero failed requests, zero reloads',
       await etcd.ctl('put', key(i, 'b'), JSON.stringify({ addr: `127.0.0.1:${b.port}`, weight: 5 }));
       changes += 2;
     }
+    // The churn's pace (the workload), not a wait for a state.
     await sleep(250);
   }
   const churnMs = Date.now() - started;
-  await sleep(1500);
+  // Load runs until every removal has gone through drain and maint: only the 3 stable upstreams serve.
+  const stable = new Set(backends.map((b) => b.port));
+  await waitFor(async () => {
+    const serving = await webServing();
+    return serving.length === 3 && serving.every((s) => stable.has(s.port));
+  }, { what: 'only the 3 stable upstreams in service after the churn', timeoutMs: 20_000 });
+  await servedMore(20, 'load after the churn settled');
   abort.abort();
   const r = await load;
   const after = await masterView(updater.masterSocket);
@@ -139,7 +164,7 @@ test('a new service costs exactly one reload (none on 3.4+), is routed, and no r
   await etcd.ctl('put', `${P}/http-services/api/domain`, 'api.test');
   await etcd.ctl('put', `${P}/http-services/api/upstreams/a0`, `127.0.0.1:${api.port}`);
   await waitFor(async () => (await get('api.test', updater.httpPort)).body === 'api-0', { what: 'api routed', timeoutMs: 15_000 });
-  await sleep(500);
+  await servedMore(50, 'load after api routed');
   abort.abort();
   const r = await load;
   const after = await masterView(updater.masterSocket);
@@ -316,12 +341,13 @@ test('etcd outage: HAProxy keeps serving the last good state; changes made meanw
   const load = runLoad({ url: `http://127.0.0.1:${updater.httpPort}/`, host: 'web.test', concurrency: 2, durationMs: 30_000, signal: abort.signal });
   await etcd.kill();
   await waitFor(async () => /^haproxy_updater_registry_stale 1$/m.test((await updater.get('/metrics')).body), { what: 'stale reported', timeoutMs: 15_000 });
-  await sleep(1000);
+  await servedMore(50, 'load served while etcd is down');
   await etcd.start();
   await etcd.ctl('put', `${P}/http-services/web/upstreams/late`, `127.0.0.1:${late.port}`);
   await waitFor(() => late.hits > 0, { what: 'change after the outage applied', timeoutMs: 20_000 });
   await etcd.ctl('del', `${P}/http-services/web/upstreams/late`);
-  await sleep(500);
+  await removedFromWeb(late.port, 'late upstream out of service');
+  await servedMore(20, 'load after the late upstream left');
   abort.abort();
   const r = await load;
   t.diagnostic(summarize('load across etcd outage', r));
@@ -333,9 +359,9 @@ test('updater killed with SIGKILL and restarted: zero reloads, zero failed reque
   const before = await masterView(updater.masterSocket);
   const abort = new AbortController();
   const load = runLoad({ url: `http://127.0.0.1:${updater.httpPort}/`, host: 'web.test', concurrency: 4, durationMs: 30_000, signal: abort.signal });
-  await sleep(300);
+  await servedMore(20, 'load before the kill');
   await updater.kill();
-  await sleep(500);
+  await servedMore(50, 'load served while the updater is down');
   updater = await startUpdater({ etcdEndpoint: etcd.endpoint, stateDir, httpPort: updater.httpPort, httpsPort: updater.httpsPort, listenPort: updater.listenPort });
   // A change after the restart is still applied (the restarted updater adopted HAProxy).
   const extra = await startBackend('web-extra');
@@ -343,7 +369,7 @@ test('updater killed with SIGKILL and restarted: zero reloads, zero failed reque
   await etcd.ctl('put', `${P}/http-services/web/upstreams/extra`, `127.0.0.1:${extra.port}`);
   await waitFor(() => extra.hits > 0, { what: 'upstream added after restart gets traffic', timeoutMs: 10_000 });
   await etcd.ctl('del', `${P}/http-services/web/upstreams/extra`);
-  await sleep(500);
+  await removedFromWeb(extra.port, 'extra upstream out of service');
   abort.abort();
   const r = await load;
   const after = await masterView(updater.masterSocket);

@@ -11,7 +11,7 @@ import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import * as E from '../../src/errors.js';
 import * as R from '../../src/runtime/index.js';
 import { NoGuard, Reloader } from '../../src/reload/index.js';
-import { haproxyBin, freePort, haproxyTestConfig, removeDir, runLoad, startBackend, startHaproxy } from '../../testkit/index.js';
+import { haproxyBin, freePort, haproxyTestConfig, httpRequest, removeDir, runLoad, startBackend, startHaproxy, waitFor } from '../../testkit/index.js';
 
 /** HAProxy under test with a runtime and a master client that use its version's capabilities. */
 async function startWithClients(t: { after(fn: () => Promise<void>): void; diagnostic(msg: string): void }) {
@@ -52,17 +52,29 @@ test('reload: success (new worker, traffic uninterrupted, slot kept via the stat
   // Keep the slot's address across the reload: dump the state where `server-state-file` points.
   await writeFile(path.join(hp.dir, 'server-state'), await client.run(R.showServersState()));
 
-  const load = runLoad({ url, host: 'a.test', durationMs: 1500, concurrency: 2 });
-  await new Promise((r) => setTimeout(r, 300));
+  // Proof of overlap, not a sleep: a slow request the old worker is answering when the reload
+  // starts must finish after the reload is confirmed, and the load runs from before the reload
+  // until the upstream has served more requests after it.
+  const stopLoad = new AbortController();
+  const load = runLoad({ url, host: 'a.test', durationMs: 20_000, concurrency: 2, signal: stopLoad.signal });
+  const slow = httpRequest({ port: httpPort, host: 'a.test', path: '/slow?ms=3000', timeoutMs: 15_000 }).then((r) => ({ ...r, at: Date.now() }));
+  await waitFor(() => be.inflight >= 1 && be.hits >= 5, { timeoutMs: 10_000, what: 'the slow request and some load at the upstream before the reload' });
+  const reloadStartedAt = Date.now();
   const ok = await master.reload();
+  const reloadConfirmedAt = Date.now();
   t.diagnostic(`reload confirmed in ${ok.durationMs} ms: worker ${ok.previousWorkerPid} → ${ok.workerPid}`);
   assert.equal(ok.reloadsBefore, before.reloads);
   assert.equal(ok.reloadsAfter, before.reloads + 1);
   assert.equal(ok.previousWorkerPid, oldWorker);
   assert.notEqual(ok.workerPid, oldWorker);
+  const hitsAtConfirm = be.hits;
+  await waitFor(() => be.hits >= hitsAtConfirm + 10, { timeoutMs: 10_000, what: '10 more requests served after the reload' });
+  stopLoad.abort();
   const during = await load;
   assert.equal(during.failed, 0, JSON.stringify(during.failures));
-  assert.ok((during.bodies.one ?? 0) > 10);
+  const slowDone = await slow;
+  assert.deepEqual([slowDone.status, slowDone.body], [200, 'one'], `slow request across the reload: ${slowDone.error ?? slowDone.status}`);
+  assert.ok(slowDone.at > reloadConfirmedAt, `the slow request (started before the reload at ${reloadStartedAt}) finished at ${slowDone.at}, after the confirmation at ${reloadConfirmedAt}`);
 
   // A new connection reaches the new worker.
   const info = R.summarizeInfo(R.parseInfo(await client.run(R.showInfo())));
