@@ -20,6 +20,7 @@ import { scale, type ScaleResult } from './scale.js';
 import { cluster, type ClusterResult } from './cluster.js';
 import { etcdClient, log, machine, round, type Dist } from './lib.js';
 import { MEASURES, type Args, type Ctx, type Measure } from './setup.js';
+import { summaryTable } from './summary.js';
 
 const USAGE = `npm run bench -- [flags]
   --quick                 smaller counts (about 2-3 minutes instead of about 10)
@@ -216,6 +217,10 @@ function table(r: Results): string {
     rows.push(['scale: HAProxy worker RSS MiB', f1(s.haproxyWorkerRssMiB), '', '']);
     rows.push(['scale: new service at scale, put -> routed s', f1(s.newServiceS), '', '']);
     rows.push(['scale: new service at scale, HAProxy reloads', String(s.newServiceReloads), '', '']);
+    if (s.newServiceSplit) {
+      const x = s.newServiceSplit;
+      rows.push(['  render / haproxy -c / reload ms', `${x.renderMs} / ${x.checkMs} / ${x.reloadMs}`, '', '']);
+    }
     if (s.compare) {
       const c = s.compare;
       rows.push([`scale on HAProxy ${c.haproxy}: cold start -> all in HAProxy s`, f1(c.coldStartS), '', '']);
@@ -327,6 +332,7 @@ async function main(): Promise<number> {
   console.log(`machine: ${m.cpus} CPU (${m.cpuModel}), ${m.memGiB} GiB RAM, Linux ${m.kernel}, node ${m.node}, ${m.haproxy}, ${m.etcd}`);
   console.log(`load average (1 min) before/after: ${results.loadAverage.before} / ${results.loadAverage.after}\n`);
   console.log(table(results));
+  console.log(`\nsummary (README's benchmark table):\n${summaryTable(results)}`);
   if (args.json) {
     const file = fileURLToPath(new URL('./results.json', import.meta.url));
     await writeFile(file, JSON.stringify(results, null, 2) + '\n');

@@ -99,6 +99,8 @@ export class Daemon {
   #runtimeRefused = new Set<string>();
   /** `--certs`: certificates changed at runtime; its passes run on #queue. */
   #certs: CertSync | null = null;
+  /** ms of the last render, observed as the reload's `render` phase. */
+  #lastRenderMs = 0;
 
   constructor(opts: DaemonOptions) {
     this.#o = opts;
@@ -404,8 +406,11 @@ export class Daemon {
   }
 
   #render(capacity: ReadonlyMap<string, number>, registry: Registry | null = this.#registry): Rendered {
+    const t = performance.now();
     const rendered = renderConfig({ registry: registry ?? EMPTY_REGISTRY, capacity, settings: this.#o.render });
-    return { ...rendered, config: stampConfig(rendered.config, this.#o.render) };
+    const out = { ...rendered, config: stampConfig(rendered.config, this.#o.render) };
+    this.#lastRenderMs = performance.now() - t;
+    return out;
   }
 
   /** The decision, with the daemon's deferral and refusal state carried to the next pass. */
@@ -443,6 +448,9 @@ export class Daemon {
       this.#refusedConfig = null;
       this.#deferredSince = 0;
       count('ok');
+      this.metrics.reloadPhase.observe({ phase: 'render' }, this.#lastRenderMs / 1000);
+      this.metrics.reloadPhase.observe({ phase: 'check' }, result.phases.checkMs / 1000);
+      this.metrics.reloadPhase.observe({ phase: 'reload' }, result.phases.reloadMs / 1000);
       log.info({ reasons: reasons.map(({ kind, backend }) => ({ kind, backend })), ms: result.durationMs }, 'reloaded haproxy');
     } catch (err) {
       this.#limiter.record(Date.now());
