@@ -15,7 +15,8 @@ export async function observe(runtime: RuntimeClient, settings: Pick<RenderSetti
   if (!stat?.ok) throw stat?.error ?? new Error('show stat: no reply');
   return observeState({
     servers: parseServersState(state.reply),
-    stats: parseStat(stat.reply).map((r) => ({ ...r, scur: r.scur ?? 0, qcur: r.qcur ?? 0 })),
+    // Only the fields the planner reads: spreading 10 000 full rows was 0.3 s of a cold start.
+    stats: parseStat(stat.reply).map((r) => ({ pxname: r.pxname, svname: r.svname, scur: r.scur ?? 0, qcur: r.qcur ?? 0, status: r.status, checkStatus: r.checkStatus })),
     hostsMap: mapOf(hosts, settings.hostsMap),
     sniMap: mapOf(sni, settings.sniMap),
     structureHashes: readAppliedStructure(appliedConfig),
