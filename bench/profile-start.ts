@@ -1,6 +1,9 @@
 /**
  * `node --import tsx bench/profile-start.ts [--services 1000] [--upstreams 10] [--out dir] [--profile]`
  *
+ * Without `--profile`: memory only (process.memoryUsage() every 100 ms, V8 heap spaces and
+ * /proc smaps after the sync), cheap enough not to skew the cold start much.
+ *
  * Where a cold start's time and memory go: the scale measure's registry (services x
  * upstreams in etcd), then the real `haproxy-updater run` from an empty state dir with
  * with `--profile` V8's profilers switched on by bench/profile-hook.mjs. Prints the cold
@@ -80,7 +83,7 @@ async function main(): Promise<number> {
   await putMany(client, entries, 64);
   const ctx = { args: {} as Args, etcd, client } as Ctx;
   const saved = { ...process.env };
-  if (profile) Object.assign(process.env, { NODE_OPTIONS: `--import ${hook}`, PROFILE_DIR: out });
+  Object.assign(process.env, { NODE_OPTIONS: `--import ${hook}`, PROFILE_DIR: out, PROFILE_CPU: profile ? '1' : '0' });
   const t = Date.now();
   const d = await startDaemon(ctx, prefix, [], { waitReady: false });
   process.env = saved;
@@ -100,11 +103,14 @@ async function main(): Promise<number> {
     const coldMs = Date.now() - t;
     await sleep(1000);
     log(`cold start ${(coldMs / 1000).toFixed(2)} s (HAProxy's socket after ${(up / 1000).toFixed(2)} s), updater RSS ${(await rssMiB(d.u.proc.pid))?.toFixed(0)} MiB`);
-    if (profile) {
-      process.kill(d.u.proc.pid, 'SIGUSR2');
-      await until(() => existsSync(path.join(out, 'done')), 120_000, 500);
-      console.log(summarize(JSON.parse(await readFile(path.join(out, 'after-sync.heapsnapshot'), 'utf8')) as Snapshot));
-    }
+    process.kill(d.u.proc.pid, 'SIGUSR2');
+    await until(() => existsSync(path.join(out, 'done')), 120_000, 500);
+    const mem = JSON.parse(await readFile(path.join(out, 'memory.json'), 'utf8')) as { samples: Array<Record<string, number>>; spaces: unknown[]; smaps: string };
+    const peak = (k: string) => Math.max(...mem.samples.map((x) => x[k] ?? 0));
+    console.log(`memory peaks during the start (MiB): rss ${peak('rss')}, heapTotal ${peak('heapTotal')}, heapUsed ${peak('heapUsed')}, external ${peak('external')}`);
+    console.log(`V8 spaces now: ${JSON.stringify(mem.spaces)}`);
+    console.log(mem.smaps.split('\n').filter((l) => /^(Rss|Anonymous|Private_Dirty|Shared_Clean|Private_Clean)/.test(l)).join('; '));
+    if (profile) console.log(summarize(JSON.parse(await readFile(path.join(out, 'after-sync.heapsnapshot'), 'utf8')) as Snapshot));
   } finally {
     await d.close();
     client.close();
