@@ -35,6 +35,7 @@ import { ManagedHaproxy } from './haproxy-process.js';
 import { settingsChanged, stampConfig } from './settings-stamp.js';
 import { CertSync, type PassResult } from '../certs/sync.js';
 import { certPaths, prepareCertFiles } from '../certs/default.js';
+import { afterPass } from '../heap.js';
 
 const log = logger('daemon');
 
@@ -318,6 +319,7 @@ export class Daemon {
       await this.#apply(plan, registry);
       if (reloadError) throw reloadError;
       this.#updateSlotMetrics(observed);
+      afterPass(plan.ops.length);
       // Converged once a pass leaves nothing pending: its operations were applied (a failed
       // one schedules its own retry) and no reload is still wanted.
       if (plan.pending) this.#later(250, 'pending');
