@@ -11,7 +11,7 @@ import './env.js';
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { BIN_ENV, bin, startEtcd, type Tool } from '../testkit/index.js';
+import { BIN_ENV, bin, execFileP, startEtcd, type Tool } from '../testkit/index.js';
 import { convergence, type ConvResult, type Floors } from './convergence.js';
 import { churn, scaleChurn, type ChurnResult, type ScaleChurnResult } from './churn.js';
 import { reloads, type ReloadsResult } from './reloads.js';
@@ -20,6 +20,7 @@ import { scale, type ScaleResult } from './scale.js';
 import { cluster, type ClusterResult } from './cluster.js';
 import { etcdClient, log, machine, round, type Dist } from './lib.js';
 import { MEASURES, type Args, type Ctx, type Measure } from './setup.js';
+import { summaryTable } from './summary.js';
 
 const USAGE = `npm run bench -- [flags]
   --quick                 smaller counts (about 2-3 minutes instead of about 10)
@@ -45,7 +46,9 @@ const USAGE = `npm run bench -- [flags]
   --etcd-bin <path>       etcd executable (env ETCD_BIN; default etcd on PATH; etcdctl: ETCDCTL_BIN)
   --compare-haproxy-bin <path|auto>  scale: cold start + new service again on this HAProxy, side by side
                           (full: auto = 3.4 from scripts/haproxy-versions.sh; quick: none)
-  --no-compare            scale: no second HAProxy`;
+  --no-compare            scale: no second HAProxy
+  --no-build              do not compile dist/ first: the daemon then runs src/ through tsx
+                          (bin/haproxy-updater.js runs dist/ only when it is up to date)`;
 
 function parseArgs(argv: string[]): Args {
   const quick = argv.includes('--quick');
@@ -70,6 +73,7 @@ function parseArgs(argv: string[]): Args {
     waitConsolidation: !quick,
     clusterChanges: quick ? 20 : 100,
     compareHaproxyBin: quick ? null : 'auto',
+    build: true,
   };
   const num = (name: string, v: string | undefined, min = 1): number => {
     const n = Number(v);
@@ -113,6 +117,7 @@ function parseArgs(argv: string[]): Args {
       case '--etcd-bin': process.env.ETCD_BIN = v() ?? ''; break;
       case '--compare-haproxy-bin': a.compareHaproxyBin = v() ?? null; break;
       case '--no-compare': a.compareHaproxyBin = null; break;
+      case '--no-build': a.build = false; break;
       case '-h':
       case '--help':
         console.log(USAGE);
@@ -223,6 +228,10 @@ function table(r: Results): string {
     rows.push(['scale: HAProxy worker RSS MiB', f1(s.haproxyWorkerRssMiB), '', '']);
     rows.push(['scale: new service at scale, put -> routed s', f1(s.newServiceS), '', '']);
     rows.push(['scale: new service at scale, HAProxy reloads', String(s.newServiceReloads), '', '']);
+    if (s.newServiceSplit) {
+      const x = s.newServiceSplit;
+      rows.push(['  render / haproxy -c / reload ms', `${x.renderMs} / ${x.checkMs} / ${x.reloadMs}`, '', '']);
+    }
     if (s.compare) {
       const c = s.compare;
       rows.push([`scale on HAProxy ${c.haproxy}: cold start -> all in HAProxy s`, f1(c.coldStartS), '', '']);
@@ -289,6 +298,12 @@ async function main(): Promise<number> {
   const loadBefore = os.loadavg()[0] ?? 0;
   if (loadBefore > 0.5) log(`note: load average ${loadBefore.toFixed(2)} before the start: other work on this machine skews the figures`);
   log(`machine: ${m.cpus} x ${m.cpuModel}, ${m.memGiB} GiB, kernel ${m.kernel}, node ${m.node}, ${m.haproxy}, ${m.etcd}${m.root ? ', root' : ''}`);
+  if (args.build) {
+    // The daemon as shipped (the image runs dist/); bin/ falls back to src/ when dist/ is stale.
+    const t = Date.now();
+    await execFileP(process.execPath, [fileURLToPath(new URL('../node_modules/typescript/bin/tsc', import.meta.url)), '-p', fileURLToPath(new URL('../tsconfig.build.json', import.meta.url))]);
+    log(`built dist/ in ${round((Date.now() - t) / 1000)} s`);
+  }
   const etcd = await startEtcd();
   const ctx: Ctx = { args, etcd, client: etcdClient(etcd.endpoint) };
   const run = async <T>(name: Measure, fn: () => Promise<T>): Promise<T | undefined> => {
@@ -352,6 +367,7 @@ async function main(): Promise<number> {
   console.log(`machine: ${m.cpus} CPU (${m.cpuModel}), ${m.memGiB} GiB RAM, Linux ${m.kernel}, node ${m.node}, ${m.haproxy}, ${m.etcd}`);
   console.log(`load average (1 min) before/after: ${results.loadAverage.before} / ${results.loadAverage.after}\n`);
   console.log(table(results));
+  console.log(`\nsummary (README's benchmark table):\n${summaryTable(results)}`);
   if (args.json) {
     const file = fileURLToPath(new URL('./results.json', import.meta.url));
     await writeFile(file, JSON.stringify(results, null, 2) + '\n');

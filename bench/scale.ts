@@ -19,7 +19,7 @@ import { parseDuration } from '../src/config.js';
 import { execFileP, sleep, startBackend, type Backend } from '../testkit/index.js';
 
 import { countLive, httpGet, log, putMany, rssMiB, serversState, until, viewOf } from './lib.js';
-import { startDaemon, type Ctx } from './setup.js';
+import { startDaemon, type Ctx, type Daemon } from './setup.js';
 
 export interface GrowthResult {
   to: number;
@@ -48,6 +48,12 @@ export interface ScaleResult {
   newServiceS: number | null;
   /** HAProxy reloads (master CLI) from the new service's put to its routing: 0 on 3.4+ (add backend at runtime), 1 before. */
   newServiceReloads: number;
+  /**
+   * Where the new service's time went, from the updater's `haproxy_updater_reload_phase_seconds`
+   * (sums over the reloads it caused): render of haproxy.cfg, write + `haproxy -c`, guarded
+   * master reload. Null when it needed no reload (3.4+) or the metric was unreadable.
+   */
+  newServiceSplit: { renderMs: number; checkMs: number; reloadMs: number } | null;
   growth: GrowthResult[];
   /** The same cold start and new service on a second HAProxy (`--compare-haproxy-bin`), side by side. */
   compare?: { haproxy: string; haproxyBin: string; coldStartS: number | null; newServiceS: number | null; newServiceReloads: number };
@@ -146,13 +152,17 @@ async function coldStart(ctx: Ctx): Promise<Omit<ScaleResult, 'growth'>> {
 
     // One structural change at this size: a new service, put → routed.
     const reloadsBefore = (await viewOf(d.u.masterSocket)).reloads;
+    const phasesBefore = await reloadPhases(d);
     const t1 = Date.now();
     await client.put(`${prefix}/http-services/znew/domain`).value('znew.scale.test');
     await client.put(`${prefix}/http-services/znew/upstreams/a`).value(`127.0.0.1:${live.port}`);
     const routed = await until(async () => (await httpGet(d.u.httpPort, 'znew.scale.test')) === 'scale-new', 120_000, 20);
     const newServiceS = routed ? (Date.now() - t1) / 1000 : null;
     const newServiceReloads = (await viewOf(d.u.masterSocket)).reloads - reloadsBefore;
-    log(`scale: new service routed after ${newServiceS} s, ${newServiceReloads} reload(s)`);
+    const phasesAfter = await reloadPhases(d);
+    const split = (p: string) => Math.round(((phasesAfter?.[p] ?? 0) - (phasesBefore?.[p] ?? 0)) * 1000);
+    const newServiceSplit = newServiceReloads > 0 && phasesAfter ? { renderMs: split('render'), checkMs: split('check'), reloadMs: split('reload') } : null;
+    log(`scale: new service routed after ${newServiceS} s, ${newServiceReloads} reload(s)${newServiceSplit ? `, render ${newServiceSplit.renderMs} ms, check ${newServiceSplit.checkMs} ms, reload ${newServiceSplit.reloadMs} ms` : ''}`);
     return {
       services: S,
       upstreamsPer: U,
@@ -165,12 +175,22 @@ async function coldStart(ctx: Ctx): Promise<Omit<ScaleResult, 'growth'>> {
       reloadsDuringColdStart: view.reloads,
       newServiceS,
       newServiceReloads,
+      newServiceSplit,
     };
   } finally {
     await d.close();
     await live.close();
     await client.delete().prefix(`${prefix}/`).exec();
   }
+}
+
+/** Sums of the updater's reload phase histogram, in seconds by phase (null: /metrics unreadable). */
+async function reloadPhases(d: Daemon): Promise<Record<string, number> | null> {
+  const r = await d.u.get('/metrics').catch(() => null);
+  if (!r || r.status !== 200) return null;
+  const out: Record<string, number> = {};
+  for (const m of r.body.matchAll(/^haproxy_updater_reload_phase_seconds_sum\{phase="(\w+)"\} (\S+)$/gm)) out[m[1]!] = Number(m[2]);
+  return out;
 }
 
 async function grow(ctx: Ctx, backends: Backend[], tag: string, consolidateAfter: string | null): Promise<GrowthResult> {

@@ -45,6 +45,8 @@ export interface Args {
    * scripts/haproxy-versions.sh (full runs); null: none (quick runs).
    */
   compareHaproxyBin: string | null;
+  /** Compile dist/ before measuring, so the daemon runs as shipped (default true; `--no-build`). */
+  build: boolean;
 }
 
 export interface Ctx {

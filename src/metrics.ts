@@ -40,6 +40,14 @@ export class Metrics {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   });
+  /** Where a structural change's time goes (the benchmark splits "new service" with it). */
+  readonly reloadPhase = new Histogram({
+    name: 'haproxy_updater_reload_phase_seconds',
+    help: 'Time of each phase of a reload: render (haproxy.cfg from the registry), check (haproxy -c), reload (master reload until the new worker runs)',
+    labelNames: ['phase'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
   readonly slots = new Gauge({
     name: 'haproxy_updater_slots',
     help: 'Server slots by state (free, active, draining, maint, overflow)',

@@ -48,6 +48,7 @@ import { certPaths, prepareCertFiles } from '../certs/default.js';
 import { ReadinessTracker, type Readiness } from './readiness.js';
 import { Admission } from '../admission/admit.js';
 import { holdsNewServers, type AdmissionMode } from '../admission/mode.js';
+import { afterPass } from '../heap.js';
 
 const log = logger('daemon');
 /** Above this many changed backends a pass reads everything: one full read is then cheaper. */
@@ -139,6 +140,8 @@ export class Daemon {
   readonly #ready: ReadinessTracker;
   /** `--admission probe`: probes held servers off the queue, lets them in through it. */
   #admission: Admission | null = null;
+  /** ms of the last render, observed as the reload's `render` phase. */
+  #lastRenderMs = 0;
 
   constructor(opts: DaemonOptions) {
     this.#o = opts;
@@ -424,6 +427,7 @@ export class Daemon {
       if (reloadError) throw reloadError;
       this.#updateSlotMetrics(observed);
       this.#updateReadiness(registry, observed);
+      afterPass(plan.ops.length);
       // Converged once a pass leaves nothing pending: its operations were applied (a failed
       // one schedules its own retry) and no reload is still wanted.
       if (plan.pending) this.#later(250, 'pending', inc ? scope : null);
@@ -603,8 +607,11 @@ export class Daemon {
   }
 
   #render(capacity: ReadonlyMap<string, number>, registry: Registry | null = this.#registry): Rendered {
+    const t = performance.now();
     const rendered = renderConfig({ registry: registry ?? EMPTY_REGISTRY, capacity, settings: this.#o.render });
-    return { ...rendered, config: stampConfig(rendered.config, this.#o.render) };
+    const out = { ...rendered, config: stampConfig(rendered.config, this.#o.render) };
+    this.#lastRenderMs = performance.now() - t;
+    return out;
   }
 
   /** The decision, with the daemon's deferral and refusal state carried to the next pass. */
@@ -645,6 +652,9 @@ export class Daemon {
       this.#refusedConfig = null;
       this.#deferredSince = 0;
       count('ok');
+      this.metrics.reloadPhase.observe({ phase: 'render' }, this.#lastRenderMs / 1000);
+      this.metrics.reloadPhase.observe({ phase: 'check' }, result.phases.checkMs / 1000);
+      this.metrics.reloadPhase.observe({ phase: 'reload' }, result.phases.reloadMs / 1000);
       log.info({ reasons: reasons.map(({ kind, backend }) => ({ kind, backend })), ms: result.durationMs }, 'reloaded haproxy');
     } catch (err) {
       this.#limiter.record(Date.now());

@@ -81,6 +81,8 @@ export interface ReloadResult<R = unknown> {
   rolledBack: false;
   /** `[WARNING]` lines of `haproxy -c`. */
   warnings: string[];
+  /** ms spent writing + `haproxy -c` (check) and in the guarded master reload (reload). */
+  phases: { checkMs: number; reloadMs: number };
 }
 
 export class Reloader<R = unknown> {
@@ -128,17 +130,20 @@ export class Reloader<R = unknown> {
 
     // 2.–3. ConfigInvalidError propagates: config file and HAProxy untouched.
     const local = this.#o.validateLocally?.() ?? true;
+    const checkStarted = performance.now();
     const written = await writeRendered(rendered, this.#o.cfgPath, { ...this.#validateOpts(), skipValidation: !local });
     if (this.#o.testCrashAt === 'after-rename') process.kill(process.pid, 'SIGKILL');
 
     // 4.–6.
+    const reloadStarted = performance.now();
     const first = await this.#guardedReload();
+    const phases = { checkMs: Math.round(reloadStarted - checkStarted), reloadMs: Math.round(performance.now() - reloadStarted) };
     if (first.error === null) {
       // Reloaded; a guard left engaged still drops every new connection: report it loudly.
       if (first.releaseError) throw withContext(first.releaseError, { ...ctx, reloaded: true });
       const durationMs = Math.round(performance.now() - started);
       log.info({ ...ctx, durationMs }, 'reload done');
-      return { ok: true, durationMs, reasons, rolledBack: false, warnings: written.warnings };
+      return { ok: true, durationMs, reasons, rolledBack: false, warnings: written.warnings, phases };
     }
     if (first.stage === 'engage') {
       // Nothing was reloaded: only the files need to go back.

@@ -5,6 +5,7 @@
 import { InvalidArgumentError, ReplyParseError } from '../errors.js';
 import { assertInt, assertMapPath, assertMapToken, makeCommand, MAX_PAYLOAD_BYTES, type Command } from './command.js';
 import type { RuntimeClient } from './client.js';
+import { replyLines } from './lines.js';
 
 export interface MapEntry {
   key: string;
@@ -117,14 +118,13 @@ export function parseMapList(text: string): MapInfo[] {
 
 /** `show map <path>`: `0x<ref> <key> <value>` lines. */
 export function parseMapEntries(text: string): MapEntry[] {
-  return text
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((line) => {
-      const m = /^0x[0-9a-fA-F]+ (\S+) ?(.*)$/.exec(line);
-      if (!m) throw new ReplyParseError('show map <file>: unexpected line', { line });
-      return { key: m[1] ?? '', value: m[2] ?? '' };
-    });
+  const entries: MapEntry[] = [];
+  for (const line of replyLines(text)) {
+    const m = /^0x[0-9a-fA-F]+ (\S+) ?(.*)$/.exec(line);
+    if (!m) throw new ReplyParseError('show map <file>: unexpected line', { line });
+    entries.push({ key: m[1] ?? '', value: m[2] ?? '' });
+  }
+  return entries;
 }
 
 /** `New version created: <n>` → n. */

@@ -10,6 +10,7 @@
  * the cost of that low.
  */
 import net from 'node:net';
+import { StringDecoder } from 'node:string_decoder';
 import {
   InvalidArgumentError,
   PermissionDeniedError,
@@ -46,7 +47,7 @@ export function describeTarget(target: SocketTarget): string {
 }
 
 interface TalkResult {
-  /** Everything received before the connection closed. */
+  /** Everything received before the connection closed (empty when `onData` took it). */
   readonly data: string;
   /** Why the conversation ended early, if it did. */
   readonly error?: UpdaterError;
@@ -59,12 +60,15 @@ const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOENT', 'EPIPE
 /**
  * THE socket I/O function: connect, write `bytes`, optionally half-close, read until the
  * peer closes. Never rejects: failures come back as `error` next to the data received so
- * far, so callers can tell which replies did arrive.
+ * far, so callers can tell which replies did arrive. With `onData` every chunk goes there
+ * as it arrives and nothing is kept: a multi-megabyte `show stat` is then never held as
+ * chunks, their concatenation and its text at once.
  */
-function talk(target: SocketTarget, bytes: string, opts: { timeoutMs: number; halfClose: boolean }): Promise<TalkResult> {
+function talk(target: SocketTarget, bytes: string, opts: { timeoutMs: number; halfClose: boolean; onData?: (chunk: Buffer) => void }): Promise<TalkResult> {
   return new Promise((resolve) => {
     const where = describeTarget(target);
     const chunks: Buffer[] = [];
+    const onData = opts.onData ?? ((c: Buffer) => chunks.push(c));
     let connected = false;
     let error: UpdaterError | undefined;
     const sock = 'path' in target ? net.createConnection({ path: target.path }) : net.createConnection({ host: target.host, port: target.port });
@@ -82,7 +86,7 @@ function talk(target: SocketTarget, bytes: string, opts: { timeoutMs: number; ha
       if (opts.halfClose) sock.end(bytes);
       else sock.write(bytes);
     });
-    sock.on('data', (c: Buffer) => chunks.push(c));
+    sock.on('data', onData);
     sock.on('error', (err: NodeJS.ErrnoException) => {
       const context = { target: where, errno: err.code, phase: connected ? 'reply' : 'connect' };
       if (err.code === 'EACCES' || err.code === 'EPERM') {
@@ -96,7 +100,7 @@ function talk(target: SocketTarget, bytes: string, opts: { timeoutMs: number; ha
     });
     sock.on('close', () => {
       clearTimeout(timer);
-      resolve({ data: Buffer.concat(chunks).toString('utf8'), connected, ...(error ? { error } : {}) });
+      resolve({ data: chunks.length ? Buffer.concat(chunks).toString('utf8') : '', connected, ...(error ? { error } : {}) });
     });
   });
 }
@@ -134,21 +138,21 @@ export async function exchangeSettled(target: SocketTarget, commands: readonly C
   }
   bytes += 'quit\n';
   const started = performance.now();
-  const res = await talk(target, bytes, { timeoutMs, halfClose: false });
+  const framer = new PromptFramer();
+  const res = await talk(target, bytes, { timeoutMs, halfClose: false, onData: (c) => framer.push(c) });
   const where = describeTarget(target);
+  const { head, framed, rest } = framer.end();
 
-  const parts = res.data.split(PROMPT);
-  // parts[0] precedes the prompt acknowledging `prompt` and must be empty; the last part
-  // is whatever followed the final prompt (empty after a clean `quit`).
-  if (res.data.length > 0 && parts[0] !== '') {
+  // `head` precedes the prompt acknowledging `prompt` and must be empty; `rest` is whatever
+  // followed the final prompt (empty after a clean `quit`).
+  if (head !== '') {
     const error = new ReplyParseError(`runtime socket ${where}: reply does not start with a prompt (not a worker CLI?)`, {
       target: where,
-      received: res.data.slice(0, 200),
+      received: head.slice(0, 200),
     });
     return { replies: [], error, connected: res.connected };
   }
-  const framed = parts.slice(1, -1);
-  if (framed.length > commands.length || (framed.length === commands.length && parts.at(-1) !== '')) {
+  if (framed.length > commands.length || (framed.length === commands.length && rest !== '')) {
     // A reply contained the prompt text itself; attribution is impossible.
     const error = new ReplyParseError(`runtime socket ${where}: ${framed.length} prompts for ${commands.length} commands`, {
       target: where,
@@ -172,6 +176,54 @@ export async function exchangeSettled(target: SocketTarget, commands: readonly C
     });
   log.warn({ target: where, code: error.code, replies: replies.length, commands: commands.length, ms }, 'runtime exchange incomplete');
   return { replies, error, connected: res.connected };
+}
+
+/**
+ * Splits the byte stream of an interactive session on the prompt as it arrives, so that
+ * each reply exists once, as one string, and the session as a whole is never one string.
+ * Same result as `text.split(PROMPT)`: `head` is the first part, `framed` the middle ones,
+ * `rest` the last. A prompt or a UTF-8 sequence cut by a chunk boundary is carried over.
+ */
+export class PromptFramer {
+  readonly #decoder = new StringDecoder('utf8');
+  /** Text of the part being received, in pieces: joined once, when its prompt arrives. */
+  #pieces: string[] = [];
+  /** The end of the last chunk that may be the start of a prompt. */
+  #carry = '';
+  #head: string | null = null;
+  readonly #framed: string[] = [];
+
+  push(chunk: Buffer): void {
+    this.#scan(this.#decoder.write(chunk));
+  }
+
+  end(): { head: string; framed: string[]; rest: string } {
+    this.#scan(this.#decoder.end());
+    const rest = this.#pieces.join('') + this.#carry;
+    this.#pieces = [];
+    this.#carry = '';
+    if (this.#head === null) return { head: rest, framed: [], rest: '' };
+    return { head: this.#head, framed: this.#framed, rest };
+  }
+
+  #scan(text: string): void {
+    if (text === '') return;
+    const s = this.#carry + text;
+    let from = 0;
+    for (let i = s.indexOf(PROMPT); i >= 0; i = s.indexOf(PROMPT, from)) {
+      if (i > from) this.#pieces.push(s.slice(from, i));
+      const part = this.#pieces.length === 1 ? this.#pieces[0]! : this.#pieces.join('');
+      this.#pieces = [];
+      if (this.#head === null) this.#head = part;
+      else this.#framed.push(part);
+      from = i + PROMPT.length;
+    }
+    // Keep back what could be the first characters of a prompt completed by the next chunk.
+    let keep = Math.min(PROMPT.length - 1, s.length - from);
+    while (keep > 0 && !PROMPT.startsWith(s.slice(s.length - keep))) keep--;
+    if (s.length - keep > from) this.#pieces.push(s.slice(from, s.length - keep));
+    this.#carry = s.slice(s.length - keep);
+  }
 }
 
 /** In interactive mode HAProxy prints `+ ` for the payload command and each payload line. */

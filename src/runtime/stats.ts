@@ -2,6 +2,7 @@
 import { ReplyParseError } from '../errors.js';
 import { assertBackendName, assertInt, makeCommand, type Command } from './command.js';
 import { LazyColumns } from './servers.js';
+import { replyLines } from './lines.js';
 
 /** `type` bit mask of `show stat`: 1 frontends, 2 backends, 4 servers; -1 everything. */
 export const STAT_TYPE = Object.freeze({ FRONTEND: 1, BACKEND: 2, SERVER: 4, ALL: -1 });
@@ -109,8 +110,8 @@ export function splitCsvLine(line: string): string[] {
 
 /** Parses `show stat` CSV: `# pxname,svname,...` header then one line per proxy/server. */
 export function parseStat(csv: string): StatRow[] {
-  const lines = csv.split('\n').filter((l) => l.trim() !== '');
-  const header = lines[0];
+  const lines = replyLines(csv);
+  const header = lines.next().value;
   if (!header?.startsWith('# pxname,')) throw new ReplyParseError('show stat: missing "# pxname,..." header', { reply: csv.slice(0, 200) });
   // Every line, header included, ends with a comma: drop the empty last column.
   const names = splitCsvLine(header.slice(2));
@@ -128,11 +129,15 @@ export function parseStat(csv: string): StatRow[] {
     check_desc: pos('check_desc'), check_rise: pos('check_rise'), check_fall: pos('check_fall'), check_health: pos('check_health'),
     last_chk: pos('last_chk'), hrsp_2xx: pos('hrsp_2xx'), hrsp_5xx: pos('hrsp_5xx'), addr: pos('addr'), mode: pos('mode'), uweight: pos('uweight'),
   };
-  return lines.slice(1).map((line) => {
-    const cells = splitCsvLine(line);
-    if (cells.length < names.length) throw new ReplyParseError('show stat: short line', { line, columns: names.length });
+  // Only the typed columns are cut out of a line (about 35 of HAProxy 2.6's 100): the
+  // rest stays in the line until `fields` is read.
+  const wanted = new Set(Object.values(C).filter((i) => i >= 0));
+  const rows: StatRow[] = [];
+  for (const line of lines) {
+    const cells = pickCsvCells(line, wanted, names.length);
+    if (!cells) throw new ReplyParseError('show stat: short line', { line, columns: names.length });
     const at = (i: number): string | undefined => (i < 0 ? undefined : cells[i]);
-    return Object.assign(new StatColumns(names, cells), {
+    rows.push(Object.assign(new StatColumns(names, line, splitCsvLine), {
       pxname: at(C.pxname) ?? '',
       svname: at(C.svname) ?? '',
       type: num(at(C.type)),
@@ -168,8 +173,31 @@ export function parseStat(csv: string): StatRow[] {
       addr: at(C.addr) ?? '',
       mode: at(C.mode) ?? '',
       uweight: num(at(C.uweight)),
-    }) satisfies StatRow;
-  });
+    }) satisfies StatRow);
+  }
+  return rows;
+}
+
+/**
+ * The cells of one CSV line at the `wanted` positions (a sparse array), or null when the
+ * line has fewer than `columns` cells. Lines with a quoted field take the full split.
+ */
+export function pickCsvCells(line: string, wanted: ReadonlySet<number>, columns: number): string[] | null {
+  if (line.includes('"')) {
+    const all = splitCsvLine(line);
+    return all.length < columns ? null : all;
+  }
+  const cells: string[] = [];
+  let from = 0;
+  let n = 0;
+  for (;;) {
+    const end = line.indexOf(',', from);
+    if (wanted.has(n)) cells[n] = line.slice(from, end < 0 ? line.length : end);
+    n++;
+    if (end < 0) break;
+    from = end + 1;
+  }
+  return n < columns ? null : cells;
 }
 
 class StatColumns extends LazyColumns {
