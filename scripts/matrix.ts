@@ -37,6 +37,11 @@ export const SCENARIOS: ReadonlyArray<{ name: string; files: readonly string[] }
   { name: 'version + capabilities (show info, metric)', files: ['versions', 'unit:runtime-capabilities'] },
   // On legs < 3.4 the same file asserts exactly one reload for the new service.
   { name: 'new service without reload (3.4+)', files: ['dynamic-backend', 'unit:reconcile-dynamic'] },
+  { name: 'admission probe', files: ['admission'] },
+  { name: 'incremental passes + drift repair', files: ['incremental'] },
+  { name: 'guardrails: mass-removal hold, ready means serving', files: ['guardrails-hold'] },
+  { name: 'guardrails: secrets, registry trust', files: ['guardrails-secrets'] },
+  { name: 'guardrails: crash between rename and reload', files: ['guardrails-crash'] },
 ];
 
 export interface Leg {

@@ -79,7 +79,9 @@ test('SIGKILL between rename and reload: the restarted updater reloads and route
     assert.match(await readFile(cfgPath, 'utf8'), fileShows, 'the new config was renamed into place');
     const crashed = await master(crashing.masterSocket);
     assert.deepEqual([crashed.masterPid, crashed.reloads], [before.masterPid, before.reloads], 'HAProxy still runs the old config, not reloaded');
-    assert.equal((await recorded()).sha256, confirmedBefore.sha256, 'the unconfirmed config was not recorded as running');
+    // (On 3.4 the record may have moved on before the crash: the service's first key alone is added
+    // at runtime and recorded; what matters is that the renamed, unreloaded file is not.)
+    assert.notEqual((await recorded()).sha256, sha256(await readFile(cfgPath, 'utf8')), 'the unconfirmed config was not recorded as running');
     // Restarted without the hook: adopts HAProxy, sees the unconfirmed file, reloads.
     const updater = await startUpdater({ etcdEndpoint: etcd.endpoint, stateDir, ...ports });
     cleanups.push(() => updater.stop());
