@@ -6,3 +6,4 @@ export * from './plan.js';
 export * from './dynamic.js';
 export * from './decide.js';
 export * from './describe.js';
+export * from './quarantine.js';

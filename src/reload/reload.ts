@@ -1,8 +1,9 @@
 /**
  * The guarded reload (design.md, "Reload procedure"):
  *  1. dump `show servers state` to the server-state file (runtime slot addresses survive);
- *  2. write support files + candidate config, `haproxy -c` (refused → nothing changed), and
- *     probe the TCP ports the new config adds (taken → refused, nothing changed);
+ *  2. probe the TCP ports the new config adds and write support files + candidate config,
+ *     `haproxy -c`; refused → with a QuarantineSource, the services responsible are found
+ *     and left out (quarantine.ts), else nothing changed;
  *  3. rename into place, previous config kept as `<cfg>.prev`;
  *  4. guard on (iptables SYN drop, or none);
  *  5. master `reload`, verdict from `show proc` (reload counter up, `failed: 0`, new worker);
@@ -19,6 +20,9 @@ import type { Command } from '../runtime/command.js';
 import { readFile } from 'node:fs/promises';
 import { atomicWrite, writeRendered, type WriteResult } from './files.js';
 import { assertNewPortsFree } from './ports.js';
+import { excludeRefused, excludeUnbindable, type QuarantineSource } from './quarantine.js';
+import type { Culprit } from '../reconcile/quarantine.js';
+import path from 'node:path';
 import type { ReloadGuard } from './guard.js';
 import type { Rendered } from '../render/index.js';
 
@@ -74,6 +78,12 @@ export interface ReloadResult<R = unknown> {
   rolledBack: false;
   /** `[WARNING]` lines of `haproxy -c`. */
   warnings: string[];
+  /** The config that now runs: the one asked for, or it without `quarantined`. */
+  rendered: Rendered;
+  /** Services left out because HAProxy refused them (empty without a QuarantineSource). */
+  quarantined: readonly Culprit[];
+  /** `haproxy -c` runs spent finding them. */
+  quarantineChecks: number;
 }
 
 export class Reloader<R = unknown> {
@@ -90,8 +100,9 @@ export class Reloader<R = unknown> {
     return this.#serial(() => writeRendered(rendered, this.#o.cfgPath, this.#validateOpts()));
   }
 
-  reload(rendered: Rendered, reasons: readonly R[]): Promise<ReloadResult<R>> {
-    return this.#serial(() => this.#reload(rendered, reasons));
+  /** With `quarantine`, a refused render is retried without the services responsible. */
+  reload(rendered: Rendered, reasons: readonly R[], quarantine?: QuarantineSource): Promise<ReloadResult<R>> {
+    return this.#serial(() => this.#reload(rendered, reasons, quarantine));
   }
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -104,14 +115,23 @@ export class Reloader<R = unknown> {
     return { haproxyBin: this.#o.haproxyBin, timeoutMs: this.#o.validateTimeoutMs };
   }
 
-  async #reload(rendered: Rendered, reasons: readonly R[]): Promise<ReloadResult<R>> {
+  async #reload(asked: Rendered, reasons: readonly R[], q?: QuarantineSource): Promise<ReloadResult<R>> {
     const started = performance.now();
     const ctx = { reasons };
+    const local = this.#o.validateLocally?.() ?? true;
+    const exclude = new Set<string>();
+    const quarantined: Culprit[] = [];
+    let rendered = asked;
+    let quarantineChecks = 0;
 
-    // 0. A listener HAProxy cannot bind is refused now, not discovered during the reload.
-    if (this.#o.probeNewPorts !== false) {
-      const current = await readFile(this.#o.cfgPath, 'utf8').catch(() => '');
-      await assertNewPortsFree(current, rendered.config);
+    // 0. A listener HAProxy cannot bind is refused now, not discovered during the reload:
+    //    the tcp service asking for it is left out, or (no quarantine) the render refused.
+    const current = this.#o.probeNewPorts !== false ? await readFile(this.#o.cfgPath, 'utf8').catch(() => '') : null;
+    if (current !== null) {
+      if (q) {
+        quarantined.push(...(await excludeUnbindable(current, rendered, q, exclude)));
+        if (exclude.size) rendered = q.render(exclude);
+      } else await assertNewPortsFree(current, rendered.config);
     }
 
     // 1. Without a fresh state dump a reload would reset every slot to the config's
@@ -119,9 +139,20 @@ export class Reloader<R = unknown> {
     const dump = await this.#dumpState();
     await atomicWrite(this.#o.serverStateFile, dump);
 
-    // 2.–3. ConfigInvalidError propagates: config file and HAProxy untouched.
-    const local = this.#o.validateLocally?.() ?? true;
-    const written = await writeRendered(rendered, this.#o.cfgPath, { ...this.#validateOpts(), skipValidation: !local });
+    // 2.–3. ConfigInvalidError propagates: config file and HAProxy untouched. Refused with
+    //    a QuarantineSource: find the services responsible, write the config without them.
+    let written: WriteResult;
+    try {
+      written = await writeRendered(rendered, this.#o.cfgPath, { ...this.#validateOpts(), skipValidation: !local });
+    } catch (err) {
+      if (!(q && local && err instanceof ConfigInvalidError)) throw err;
+      const found = await excludeRefused(err, q, exclude, { ...this.#validateOpts(), workDir: path.dirname(this.#o.cfgPath) });
+      quarantined.push(...found.culprits);
+      quarantineChecks = found.checks;
+      rendered = q.render(exclude);
+      written = await writeRendered(rendered, this.#o.cfgPath, { ...this.#validateOpts(), skipValidation: !local });
+    }
+    if (quarantined.length) log.warn({ quarantined: quarantined.map((c) => c.backend), checks: quarantineChecks }, 'refused services left out of the config');
 
     // 4.–6.
     const first = await this.#guardedReload();
@@ -130,7 +161,7 @@ export class Reloader<R = unknown> {
       if (first.releaseError) throw withContext(first.releaseError, { ...ctx, reloaded: true });
       const durationMs = Math.round(performance.now() - started);
       log.info({ ...ctx, durationMs }, 'reload done');
-      return { ok: true, durationMs, reasons, rolledBack: false, warnings: written.warnings };
+      return { ok: true, durationMs, reasons, rolledBack: false, warnings: written.warnings, rendered, quarantined, quarantineChecks };
     }
     if (first.stage === 'engage') {
       // Nothing was reloaded: only the files need to go back.

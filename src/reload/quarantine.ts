@@ -1,0 +1,124 @@
+/**
+ * The I/O half of the quarantine (the rules are in src/reconcile/quarantine.ts): when the
+ * desired config is refused — `haproxy -c` fails or a new listener cannot be bound — ask
+ * HAProxy about subsets of the suspect services, each rendered with its support files into
+ * a private probe directory (the live map and pattern files are never touched), and return
+ * the config without the culprits.
+ */
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { ConfigInvalidError, ServiceQuarantinedError } from '../errors.js';
+import { logger } from '../log.js';
+import { findCulprits, type Culprit } from '../reconcile/quarantine.js';
+import type { Rendered, RenderSettings } from '../render/index.js';
+import { stripPrefix, validateConfig, type ValidateOptions } from './validate.js';
+import { unavailableNewPorts } from './ports.js';
+
+const log = logger('quarantine');
+
+/** What the reloader needs to leave services out of a refused render; the daemon provides it. */
+export interface QuarantineSource {
+  /** Backends new or changed since the last accepted config: suspected first. */
+  readonly changed: readonly string[];
+  /** Every backend of the desired registry: suspected when the changed ones are not the cause. */
+  readonly all: readonly string[];
+  /** The desired config without `exclude`; with `probeDir`, its support files live there (a probe). */
+  render(exclude: ReadonlySet<string>, probeDir?: string): Rendered;
+  /** The tcp service (backend) binding each port, for listeners that cannot be bound. */
+  portOwners(ports: readonly number[]): ReadonlyMap<number, string>;
+}
+
+/** Render settings whose support files (maps, url_reg patterns) live in `dir`: for probe configs. */
+export function probeSettings(s: RenderSettings, dir: string): RenderSettings {
+  return { ...s, hostsMap: path.join(dir, 'hosts.map'), sniMap: path.join(dir, 'sni.map'), urlRegDir: path.join(dir, 'url_reg') };
+}
+
+/**
+ * Adds to `exclude` the tcp services whose new listeners cannot be bound and returns them;
+ * throws ConfigInvalidError when such a listener belongs to no service (one of the flags).
+ */
+export async function excludeUnbindable(current: string, rendered: Rendered, q: QuarantineSource, exclude: Set<string>): Promise<Culprit[]> {
+  const culprits: Culprit[] = [];
+  let next = rendered;
+  // A service whose ports are partly bindable is still left out whole: half a listener set is a surprise.
+  for (let round = 0; round < 3; round++) {
+    const unavailable = await unavailableNewPorts(current, next.config);
+    if (unavailable.length === 0) return culprits;
+    const owners = q.portOwners(unavailable.map((u) => u.port));
+    const orphan = unavailable.filter((u) => !owners.has(u.port));
+    if (orphan.length) {
+      throw new ConfigInvalidError(`listener(s) of the updater's own flags cannot be bound: ${orphan.map((u) => u.reason).join('; ')}`, { unavailable: orphan });
+    }
+    for (const u of unavailable) {
+      const be = owners.get(u.port)!;
+      if (exclude.has(be)) continue;
+      exclude.add(be);
+      culprits.push({ backend: be, message: u.reason });
+    }
+    next = q.render(exclude);
+  }
+  return culprits;
+}
+
+/**
+ * Finds the services `haproxy -c` refuses (changed ones first, then all) and adds them to
+ * `exclude`; the caller renders and validates the config without them for real. Throws
+ * `refusal` when the cause is not a service (nothing found, or the config without any
+ * suspect is refused too).
+ */
+export async function excludeRefused(
+  refusal: ConfigInvalidError,
+  q: QuarantineSource,
+  exclude: Set<string>,
+  opts: ValidateOptions & { workDir: string },
+): Promise<{ culprits: Culprit[]; checks: number }> {
+  await mkdir(opts.workDir, { recursive: true });
+  const root = await mkdtemp(path.join(opts.workDir, '.quarantine-probe-'));
+  let checks = 0;
+  let probe = 0;
+  try {
+    const check = async (suspects: readonly string[], include: readonly string[]) => {
+      const dir = path.join(root, String(probe++));
+      const leftOut = new Set([...exclude, ...suspects.filter((s) => !include.includes(s))]);
+      const rendered = q.render(leftOut, dir);
+      await mkdir(path.join(dir, 'url_reg'), { recursive: true });
+      for (const [file, content] of rendered.files) await writeFile(file, content, { mode: 0o600 });
+      const cfg = path.join(dir, 'haproxy.cfg');
+      await writeFile(cfg, rendered.config, { mode: 0o600 });
+      try {
+        await validateConfig(cfg, opts);
+        return { ok: true as const };
+      } catch (err) {
+        if (!(err instanceof ConfigInvalidError)) throw err;
+        const alerts = Array.isArray(err.context.alerts) ? (err.context.alerts as string[]) : [];
+        // Paths relative to the probe directory read like the real ones (`url_reg/x.pat`).
+        const text = alerts.length ? alerts.map(stripPrefix).join(' | ') : err.message;
+        return { ok: false as const, message: text.replaceAll(`${dir}/`, '') };
+      }
+    };
+    const changed = q.changed.filter((b) => !exclude.has(b));
+    let result = await findCulprits(changed, refusal.message, (inc) => check(changed, inc));
+    checks += result.checks;
+    if (result.baseRefused !== null || result.culprits.length === 0) {
+      // Not (only) a changed service: an unchanged one refused by a newer HAProxy, say.
+      const all = q.all.filter((b) => !exclude.has(b));
+      if (all.length > changed.length) {
+        result = await findCulprits(all, refusal.message, (inc) => check(all, inc));
+        checks += result.checks;
+      }
+    }
+    if (result.baseRefused !== null || result.culprits.length === 0) {
+      log.warn({ checks, baseRefused: result.baseRefused }, 'refused config: no single service is the cause');
+      throw refusal;
+    }
+    for (const c of result.culprits) exclude.add(c.backend);
+    return { culprits: [...result.culprits], checks };
+  } finally {
+    await rm(root, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/** The error that reports one quarantined service (log line, /readyz, status). */
+export function quarantinedError(key: string, culprit: Culprit): ServiceQuarantinedError {
+  return new ServiceQuarantinedError(`${key} left out of haproxy.cfg: ${culprit.message}`, { key, backend: culprit.backend, haproxy: culprit.message });
+}
