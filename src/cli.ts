@@ -90,6 +90,8 @@ function renderSettings(f: Flags): RenderSettings {
     hasCerts,
     adminSocket: runtimeSocket ?? base.adminSocket,
     logTarget: accessLog,
+    hardStopAfterMs: f.ms('hard-stop-after') || null,
+    mworkerMaxReloads: f.int('mworker-max-reloads', 0, 1_000_000) || null,
   };
 }
 
@@ -99,6 +101,10 @@ async function cmdRun(f: Flags): Promise<number> {
   const settings = renderSettings(f);
   if (mode === 'external' && !f.isSet('master-socket')) {
     throw new ConfigError('--haproxy external needs --master-socket (and --runtime-socket) of the running HAProxy', { flag: 'master-socket' });
+  }
+  // An old worker stopped before its drain ends would cut the connections the drain protects.
+  if (settings.hardStopAfterMs != null && (settings.hardStopAfterMs <= f.ms('drain-timeout') || settings.hardStopAfterMs < 1000)) {
+    throw new ConfigError(`--hard-stop-after (HAPROXY_UPDATER_HARD_STOP_AFTER) must be at least 1s and exceed --drain-timeout (${f.ms('drain-timeout')} ms), or be 0 (never)`, { flag: 'hard-stop-after' });
   }
   if (settings.statsPort && !settings.statsPassword) {
     log.warn({ statsPort: settings.statsPort }, 'no stats password given (HAPROXY_UPDATER_STATS_PASSWORD or --stats-password-file): the stats page is not served');

@@ -53,6 +53,8 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'reload-guard', kind: 'string', default: 'none', choices: ['none', 'iptables'], help: 'none: rely on master-worker listener passing; iptables: drop SYNs to the frontend ports during the reload (needs NET_ADMIN)', commands: ['run'] },
   { name: 'listen', kind: 'hostport', default: '127.0.0.1:9180', help: 'host:port for /healthz, /readyz and /metrics; empty = off', commands: ['run'] },
   { name: 'drain-timeout', kind: 'ms', default: '10s', help: 'longest wait for a removed upstream\'s sessions to finish before maint', commands: ['run', 'plan'] },
+  { name: 'hard-stop-after', kind: 'ms', default: '5m', help: 'HAProxy `hard-stop-after`: an old worker still finishing connections after a reload is stopped this long after it, so they cannot pile up; must exceed --drain-timeout; 0 = never', commands: RENDER_CMDS },
+  { name: 'mworker-max-reloads', kind: 'int', default: '50', help: 'HAProxy `mworker-max-reloads`: an old worker that survived this many reloads is stopped; 0 = unbounded', commands: RENDER_CMDS },
   { name: 'hold-until-healthy', kind: 'bool', default: 'true', help: 'keep traffic off a new upstream until its health check passes', commands: ['run', 'plan'] },
   { name: 'verify-interval', kind: 'ms', default: '5s', help: 'how often HAProxy is re-read and drift repaired', commands: ['run'] },
   { name: 'reload-min-interval', kind: 'ms', default: '1s', help: 'minimum time between two reloads (a burst of structural changes = one reload)', commands: ['run'] },

@@ -13,9 +13,9 @@ import { logger } from '../log.js';
 import { backoffDelay } from '../backoff.js';
 import { Metrics } from '../metrics.js';
 import { EMPTY_REGISTRY, type Registry, type Rejection } from '../model.js';
-import { ConfigInvalidError, UpdaterError } from '../errors.js';
+import { ConfigInvalidError, ReloadFailedError, ReloadTimeoutError, UpdaterError } from '../errors.js';
 import { RegistryWatcher, type RegistryUpdate } from '../watch/index.js';
-import { RuntimeClient, MasterClient, VersionTracker, localCheckFirst, type SocketTarget } from '../runtime/index.js';
+import { RuntimeClient, MasterClient, VersionTracker, localCheckFirst, servingWorkers, type SocketTarget } from '../runtime/index.js';
 import {
   plan as makePlan,
   decideReload,
@@ -26,9 +26,11 @@ import {
   type ObservedState,
   type PlanContext,
   type ReloadCause,
+  recordFailedReload,
+  type FailedReload,
 } from '../reconcile/index.js';
 import { renderConfig, tcpListeners, configIdentity, staticBackendRefs, type RenderSettings, type Rendered } from '../render/index.js';
-import { Reloader, createGuard, ReloadLimiter, haproxyVersion, type ReloadGuard } from '../reload/index.js';
+import { Reloader, createGuard, ReloadLimiter, haproxyVersion, QuarantineBook, probeSettings, type ReloadGuard } from '../reload/index.js';
 import { observe } from './observe.js';
 import { applyOps, type ApplyResult } from './apply.js';
 import { ManagedHaproxy } from './haproxy-process.js';
@@ -99,6 +101,10 @@ export class Daemon {
   #runtimeRefused = new Set<string>();
   /** `--certs`: certificates changed at runtime; its passes run on #queue. */
   #certs: CertSync | null = null;
+  /** Services HAProxy refused, left out until their keys change (src/reload/quarantine.ts). */
+  readonly #quarantine: QuarantineBook;
+  /** The last config the master failed to load: retried with backoff, not every pass (decide.ts). */
+  #failed: FailedReload | null = null;
 
   constructor(opts: DaemonOptions) {
     this.#o = opts;
@@ -113,6 +119,7 @@ export class Daemon {
       },
     });
     this.#limiter = new ReloadLimiter({ minIntervalMs: opts.reloadMinIntervalMs });
+    this.#quarantine = new QuarantineBook({ prefix: opts.etcd.prefix, stateDir: opts.stateDir, onCount: (n) => this.metrics.quarantined.set(n) });
   }
 
   get registry(): Registry | null {
@@ -130,8 +137,12 @@ export class Daemon {
     if (!this.#registry) reasons.push(`registry not loaded yet${etcdDown}`);
     if (!this.#lastPassOk) reasons.push(`last pass failed: ${this.#lastPassError ?? 'no pass yet'}`);
     if (this.#refusedConfig) reasons.push(`the desired haproxy.cfg was refused: ${this.#refusedWhy || 'see the error log'}; HAProxy runs the previous one`);
+    const f = this.#failed;
+    if (f) reasons.push(`reload failed at the HAProxy master ${f.attempts} time(s) in a row (${f.message}); HAProxy runs the previous config; next try in ${Math.max(0, Math.ceil((f.retryAt - Date.now()) / 1000))} s or when the registry changes`);
     if (this.#stopping) reasons.push('stopping');
     const warnings = [...(this.#certs?.rejected().values() ?? [])].map((e) => `certificate file rejected: ${e.message}`);
+    // A bad entry must not take the load balancer out of rotation: reported, not unready (README, troubleshooting).
+    for (const q of this.#quarantine.reports()) warnings.push(`service quarantined (left out of haproxy.cfg, the rest is applied): ${q.key}: ${q.message}`);
     return { ready: reasons.length === 0, reasons, warnings };
   }
 
@@ -223,7 +234,12 @@ export class Daemon {
     if (existing === null) {
       // Nothing to start from: render the current registry (or an empty one) first.
       const registry = this.#registry ?? EMPTY_REGISTRY;
-      await this.#reloader!.write(this.#render(initialCapacity(registry), registry));
+      await this.#reloader!.write(this.#render(initialCapacity(registry), registry)).catch(async (err: unknown) => {
+        if (!(err instanceof ConfigInvalidError)) throw err;
+        // A refused entry must not keep HAProxy from starting: start empty, the first pass quarantines it.
+        log.warn({ err }, 'the registry\'s first config was refused; starting HAProxy without services, the first pass finds the refused ones');
+        await this.#reloader!.write(this.#render(new Map(), EMPTY_REGISTRY));
+      });
     }
     await managed.start();
   }
@@ -285,8 +301,9 @@ export class Daemon {
 
   /** One pass: observe, plan, decide, execute (reload if decided, then the runtime ops). */
   async #pass(why: string): Promise<void> {
-    const registry = this.#registry;
-    if (!registry) return;
+    if (!this.#registry) return;
+    // Quarantined services are left out of everything (plan, render, runtime ops) until their keys change.
+    const registry = this.#quarantine.filter(this.#registry);
     const started = Date.now();
     let reloadError: unknown = null;
     try {
@@ -304,7 +321,7 @@ export class Daemon {
         });
       } else if (decision.action === 'now' && rendered) {
         try {
-          await this.#reload(rendered, decision.reasons, decision.config);
+          await this.#reload(rendered, decision.reasons, decision.config, registry, plan.capacity);
           observed = await observe(this.#runtime, this.#o.render, this.#appliedConfig);
           plan = this.#plan(registry, observed);
         } catch (err) {
@@ -323,6 +340,7 @@ export class Daemon {
         this.metrics.convergence.observe((Date.now() - this.#pendingSince) / 1000);
         this.#pendingSince = 0;
       }
+      if (why === 'verify') await this.#procMetrics();
       this.#lastPassOk = true;
       this.#lastPassError = null;
       this.metrics.passes.inc({ result: 'ok' });
@@ -336,6 +354,8 @@ export class Daemon {
       else log.error({ err, why }, 'pass failed; will retry');
       if (this.#managed && !this.#managed.alive() && this.#managed.state === 'adopted') void this.#restartManaged();
       this.#later(err instanceof UpdaterError && err.recoverable ? 250 : 1000, 'retry');
+    } finally {
+      await this.#quarantine.persist().catch((err: unknown) => log.warn({ err }, 'could not write quarantine.json'));
     }
   }
 
@@ -403,8 +423,10 @@ export class Daemon {
     return settingsChanged(this.#appliedConfig, this.#o.render);
   }
 
-  #render(capacity: ReadonlyMap<string, number>, registry: Registry | null = this.#registry): Rendered {
-    const rendered = renderConfig({ registry: registry ?? EMPTY_REGISTRY, capacity, settings: this.#o.render });
+  /** With `probeDir`: a quarantine probe, its support files there (the stamp stays that of the real settings). */
+  #render(capacity: ReadonlyMap<string, number>, registry: Registry | null = this.#registry, probeDir?: string): Rendered {
+    const settings = probeDir ? probeSettings(this.#o.render, probeDir) : this.#o.render;
+    const rendered = this.#quarantine.render(registry ?? EMPTY_REGISTRY, (r) => renderConfig({ registry: r, capacity, settings }));
     return { ...rendered, config: stampConfig(rendered.config, this.#o.render) };
   }
 
@@ -419,10 +441,12 @@ export class Daemon {
       consolidateAfterMs: this.#o.consolidateAfterMs,
       nextAllowedAt: this.#limiter.nextAllowedAt(),
       refusedConfig: this.#refusedConfig,
+      failed: this.#failed,
       desiredConfig: () => this.#identity((rendered = this.#render(plan.capacity, registry))),
     });
     this.#deferredSince = result.deferredSince;
     this.#refusedConfig = result.refusedConfig;
+    this.#setFailed(result.failed);
     return { ...result, rendered };
   }
 
@@ -431,14 +455,19 @@ export class Daemon {
     return createHash('sha256').update(configIdentity(rendered.config)).digest('hex');
   }
 
-  async #reload(rendered: Rendered, reasons: readonly ReloadCause[], identity: string): Promise<void> {
+  async #reload(rendered: Rendered, reasons: readonly ReloadCause[], identity: string, registry: Registry, capacity: ReadonlyMap<string, number>): Promise<void> {
     const count = (result: 'ok' | 'failed') => {
       for (const r of reasons) this.metrics.reloads.inc({ reason: r.kind, result });
     };
     try {
-      const result = await this.#reloader!.reload(rendered, reasons);
+      // A refused render is retried without the services responsible (found by the reloader).
+      const source = this.#quarantine.source(registry, this.#appliedConfig, (r, dir) => this.#render(capacity, r, dir));
+      const result = await this.#reloader!.reload(rendered, reasons, source);
       this.#limiter.record(Date.now());
-      this.#appliedConfig = rendered.config;
+      this.#appliedConfig = result.rendered.config;
+      this.#quarantine.add(registry, result.quarantined);
+      if (this.#failed) log.info({ afterFailures: this.#failed.attempts }, 'reload succeeded after failed ones; backoff cleared');
+      this.#setFailed(null);
       this.#runtimeRefused.clear();
       this.#refusedConfig = null;
       this.#deferredSince = 0;
@@ -451,14 +480,40 @@ export class Daemon {
         this.#refusedWhy = err.message;
       }
       count('failed');
+      if (err instanceof ReloadFailedError || err instanceof ReloadTimeoutError) {
+        const prev = this.#failed;
+        this.#setFailed(recordFailedReload(prev, identity, err.message, Date.now(), { initialMs: Math.max(2000, 2 * this.#o.reloadMinIntervalMs) }));
+        const ctx = { attempts: this.#failed!.attempts, retryInMs: this.#failed!.retryAt - Date.now() };
+        await this.#procMetrics();
+        // Logged in full when the failing starts; each retry after that is one warn line.
+        if (prev) {
+          log.warn({ ...ctx, message: err.message }, 'reload failed at the master again; backing off');
+          throw new ReloadFailedError(err.message, { ...err.context, ...ctx, repeat: true }, { cause: err });
+        }
+        log.error({ err, ...ctx }, 'reload failed at the master; retrying with exponential backoff');
+      }
       throw err;
     }
-    const proc = await this.#master.showProc().catch(() => null);
-    if (proc) this.metrics.haproxyReloads.set(proc.reloads);
+    await this.#procMetrics();
     await this.#refreshVersion();
     // The new worker loaded the crt-list from disk, which every certificate pass leaves equal
     // to what is served; a pass queued right after confirms it (and repairs a lost event).
     this.#verifyCerts();
+  }
+
+  #setFailed(f: FailedReload | null): void {
+    this.#failed = f;
+    this.metrics.reloadFailures.set(f?.attempts ?? 0);
+    this.metrics.reloadBackoff.set(f ? Math.max(0, f.retryAt - Date.now()) / 1000 : 0);
+  }
+
+  /** The master's reload counter and the old workers still finishing (hard-stop-after bounds them). */
+  async #procMetrics(): Promise<void> {
+    const proc = await this.#master.showProc().catch(() => null);
+    if (!proc) return;
+    this.metrics.haproxyReloads.set(proc.reloads);
+    const serving = new Set(servingWorkers(proc).map((w) => w.pid));
+    this.metrics.haproxyOldWorkers.set([...proc.workers, ...proc.oldWorkers].filter((w) => !serving.has(w.pid)).length);
   }
 
   /** A reload may run another binary: re-read the version; a failed read keeps the last capabilities. */

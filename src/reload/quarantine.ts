@@ -5,12 +5,25 @@
  * a private probe directory (the live map and pattern files are never touched), and return
  * the config without the culprits.
  */
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ConfigInvalidError, ServiceQuarantinedError } from '../errors.js';
+import { ConfigInvalidError, InvalidArgumentError, ServiceQuarantinedError } from '../errors.js';
 import { logger } from '../log.js';
-import { findCulprits, type Culprit } from '../reconcile/quarantine.js';
-import type { Rendered, RenderSettings } from '../render/index.js';
+import { backendName, structureHash, type Registry, type Service } from '../model.js';
+import {
+  applyQuarantine,
+  changedServices,
+  findCulprits,
+  quarantineEntry,
+  serviceKey,
+  servicesByBackend,
+  tcpServicesOnPorts,
+  withoutServices,
+  type Culprit,
+  type Quarantine,
+} from '../reconcile/quarantine.js';
+import { readAppliedStructure, type Rendered, type RenderSettings } from '../render/index.js';
+import { atomicWrite } from './files.js';
 import { stripPrefix, validateConfig, type ValidateOptions } from './validate.js';
 import { unavailableNewPorts } from './ports.js';
 
@@ -121,4 +134,130 @@ export async function excludeRefused(
 /** The error that reports one quarantined service (log line, /readyz, status). */
 export function quarantinedError(key: string, culprit: Culprit): ServiceQuarantinedError {
   return new ServiceQuarantinedError(`${key} left out of haproxy.cfg: ${culprit.message}`, { key, backend: culprit.backend, haproxy: culprit.message });
+}
+
+/** Where the daemon keeps the quarantine for `status` (a sibling of haproxy.cfg). */
+export function quarantineFile(stateDir: string): string {
+  return path.join(stateDir, 'quarantine.json');
+}
+
+/** One line of `quarantine.json` / `status`. */
+export interface QuarantineReport {
+  readonly key: string;
+  readonly backend: string;
+  readonly message: string;
+  readonly since: string;
+}
+
+/** Reads what the daemon left out (for `status`); empty when the file is absent or unreadable. */
+export async function readQuarantine(stateDir: string): Promise<QuarantineReport[]> {
+  try {
+    const parsed = JSON.parse(await readFile(quarantineFile(stateDir), 'utf8')) as unknown;
+    return Array.isArray(parsed) ? (parsed as QuarantineReport[]) : [];
+  } catch {
+    return [];
+  }
+}
+
+export interface QuarantineBookOptions {
+  /** Registry key prefix, for the keys reported. */
+  prefix: string;
+  stateDir: string;
+  /** Called with the number of services left out whenever it changes (the metric). */
+  onCount?: (n: number) => void;
+}
+
+/**
+ * The daemon's quarantine: the entries in force, the registry without them, and the
+ * reports (one error line per service when it is left out, one info line when it is tried
+ * again, the count metric, `quarantine.json` for `status`).
+ */
+export class QuarantineBook {
+  readonly #o: QuarantineBookOptions;
+  #entries: Quarantine = new Map();
+  #written = '[]';
+
+  constructor(opts: QuarantineBookOptions) {
+    this.#o = opts;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  reports(): QuarantineReport[] {
+    return [...this.#entries.values()].map((e) => ({ key: serviceKey(this.#o.prefix, e), backend: e.backend, message: e.message, since: new Date(e.since).toISOString() }));
+  }
+
+  /** The registry to plan from: without the services still left out; a service whose keys changed is tried again. */
+  filter(registry: Registry): Registry {
+    const v = applyQuarantine(registry, this.#entries);
+    for (const e of v.released) {
+      log.info({ key: serviceKey(this.#o.prefix, e), backend: e.backend }, servicesByBackend(registry).has(e.backend) ? 'quarantined service changed: trying it again' : 'quarantined service removed from the registry');
+    }
+    if (v.released.length) this.#set(v.kept);
+    return v.registry;
+  }
+
+  /** Records services HAProxy refused (from a reload result or a render error). */
+  add(registry: Registry, culprits: readonly Culprit[], now = Date.now()): void {
+    if (culprits.length === 0) return;
+    const services = servicesByBackend(registry);
+    const next = new Map(this.#entries);
+    for (const c of culprits) {
+      const svc = services.get(c.backend);
+      if (!svc) continue;
+      const e = quarantineEntry(svc, c.message, now);
+      next.set(c.backend, e);
+      const key = serviceKey(this.#o.prefix, e);
+      log.error({ err: quarantinedError(key, c), key, backend: c.backend, haproxy: c.message }, 'service quarantined: left out of haproxy.cfg until its keys change; the rest is applied');
+    }
+    this.#set(next);
+  }
+
+  /**
+   * The desired config, with services the renderer itself refuses (a value the registry
+   * parser let through) quarantined like those `haproxy -c` refuses.
+   */
+  render(registry: Registry, render: (r: Registry) => Rendered): Rendered {
+    for (let i = 0; ; i++) {
+      try {
+        return render(withoutServices(registry, this.#entries.keys()));
+      } catch (err) {
+        const svc = err instanceof InvalidArgumentError && i < 16 ? serviceNamed(registry, err.context.service) : null;
+        if (!svc || this.#entries.has(backendName(svc))) throw err;
+        this.add(registry, [{ backend: backendName(svc), message: (err as Error).message }]);
+      }
+    }
+  }
+
+  /** What the reloader needs to leave further services out of this render. */
+  source(registry: Registry, appliedConfig: string, render: (r: Registry, probeDir?: string) => Rendered): QuarantineSource {
+    const kept = withoutServices(registry, this.#entries.keys());
+    return {
+      changed: changedServices(kept, readAppliedStructure(appliedConfig), structureHash),
+      all: [...servicesByBackend(kept).keys()].sort(),
+      render: (exclude, probeDir) => render(withoutServices(kept, exclude), probeDir),
+      portOwners: (ports) => tcpServicesOnPorts(kept, ports),
+    };
+  }
+
+  /** Writes `quarantine.json` when it changed (status reads it). */
+  async persist(): Promise<void> {
+    const text = JSON.stringify(this.reports(), null, 2);
+    if (text === this.#written) return;
+    await atomicWrite(quarantineFile(this.#o.stateDir), `${text}\n`, 0o600);
+    this.#written = text;
+  }
+
+  #set(next: Quarantine): void {
+    this.#entries = next;
+    this.#o.onCount?.(next.size);
+  }
+}
+
+/** The service an InvalidArgumentError's `service` context names (http first: the renderer renders those first). */
+function serviceNamed(registry: Registry, name: unknown): Service | null {
+  if (typeof name !== 'string') return null;
+  return registry.http.get(name) ?? registry.tcp.get(name) ?? null;
 }
