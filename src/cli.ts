@@ -25,6 +25,7 @@ import {
   type StatusRow,
 } from './daemon/index.js';
 import { keepRegistered, deregisterUpstream, parseUpstreamValue } from './watch/index.js';
+import { readQuarantine } from './reload/quarantine.js';
 
 const log = logger('cli');
 
@@ -255,7 +256,9 @@ async function cmdStatus(f: Flags): Promise<number> {
   const table = [STATUS_COLUMNS.map(([h]) => h), ...rows.map((r) => STATUS_COLUMNS.map(([, cell]) => cell(r)))];
   const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => (r[i] ?? '').length)));
   const lines = table.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
-  if (proc) lines.unshift(`haproxy master ${proc.masterPid}: ${proc.reloads} reloads (failed: ${proc.failed}), workers ${proc.workers.map((w) => w.pid).join(',')}`);
+  if (proc) lines.unshift(`haproxy master ${proc.masterPid}: ${proc.reloads} reloads (failed: ${proc.failed}), workers ${proc.workers.map((w) => w.pid).join(',')}, old workers ${proc.oldWorkers.length}`);
+  // What the running daemon left out of haproxy.cfg (it keeps quarantine.json in the state dir).
+  for (const q of await readQuarantine(f.path('state-dir')!)) lines.push(`quarantined  ${q.key}: ${q.message} (since ${q.since})`);
   process.stdout.write(lines.join('\n') + '\n');
   return 0;
 }
