@@ -25,7 +25,6 @@ import {
   type StatusRow,
 } from './daemon/index.js';
 import { keepRegistered, deregisterUpstream, parseUpstreamValue } from './watch/index.js';
-import { readQuarantine } from './reload/quarantine.js';
 
 const log = logger('cli');
 
@@ -246,7 +245,7 @@ const STATUS_COLUMNS: ReadonlyArray<[string, (r: StatusRow) => string]> = [
 ];
 
 async function cmdStatus(f: Flags): Promise<number> {
-  const { proc, rows, registryError } = await statusOnce({
+  const { proc, rows, registryError, quarantined } = await statusOnce({
     etcd: etcdOptions(f),
     stateDir: f.path('state-dir')!,
     runtimeSocket: f.path('runtime-socket'),
@@ -258,7 +257,7 @@ async function cmdStatus(f: Flags): Promise<number> {
   const lines = table.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
   if (proc) lines.unshift(`haproxy master ${proc.masterPid}: ${proc.reloads} reloads (failed: ${proc.failed}), workers ${proc.workers.map((w) => w.pid).join(',')}, old workers ${proc.oldWorkers.length}`);
   // What the running daemon left out of haproxy.cfg (it keeps quarantine.json in the state dir).
-  for (const q of await readQuarantine(f.path('state-dir')!)) lines.push(`quarantined  ${q.key}: ${q.message} (since ${q.since})`);
+  for (const q of quarantined) lines.push(`quarantined  ${q.key}: ${q.message} (since ${q.since})`);
   process.stdout.write(lines.join('\n') + '\n');
   return 0;
 }

@@ -10,7 +10,7 @@ import { loadRegistryOnce, type LoadOnceOptions } from '../watch/index.js';
 import { RuntimeClient, MasterClient, capabilitiesFor, parseInfo, showInfo, summarizeInfo, type ProcInfo } from '../runtime/index.js';
 import { plan as makePlan, describePlan, decideReload, initialCapacity, isClearedAddr, type Plan, type ReloadDecision } from '../reconcile/index.js';
 import { renderConfig, defaultSettings, staticBackendRefs, type RenderSettings, type Rendered } from '../render/index.js';
-import { atomicWrite } from '../reload/index.js';
+import { atomicWrite, readQuarantine, type QuarantineReport } from '../reload/index.js';
 import { observe } from './observe.js';
 import { settingsChanged } from './settings-stamp.js';
 
@@ -120,7 +120,7 @@ export interface StatusOptions extends HaproxyAt {
  * HAProxy's backends and slots, with the registry's upstream ids where etcd answers.
  * `registryError` is set (and ids are `?`) when etcd is unreachable.
  */
-export async function statusOnce(o: StatusOptions): Promise<{ proc: ProcInfo | null; rows: StatusRow[]; registryError: unknown }> {
+export async function statusOnce(o: StatusOptions): Promise<{ proc: ProcInfo | null; rows: StatusRow[]; registryError: unknown; quarantined: QuarantineReport[] }> {
   const { observed } = await observeAt(o);
   const master = new MasterClient({ path: o.masterSocket ?? path.join(o.stateDir, 'master.sock') });
   const proc = await master.showProc().catch(() => null);
@@ -151,5 +151,6 @@ export async function statusOnce(o: StatusOptions): Promise<{ proc: ProcInfo | n
       });
     }
   }
-  return { proc, rows, registryError };
+  // Services the running daemon left out of haproxy.cfg (it keeps quarantine.json in the state dir).
+  return { proc, rows, registryError, quarantined: await readQuarantine(o.stateDir) };
 }
