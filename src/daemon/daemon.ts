@@ -463,7 +463,7 @@ export class Daemon {
       // A refused render is retried without the services responsible (found by the reloader).
       const source = this.#quarantine.source(registry, this.#appliedConfig, (r, dir) => this.#render(capacity, r, dir));
       const result = await this.#reloader!.reload(rendered, reasons, source);
-      this.#limiter.record(Date.now());
+      if (result.reloaded) this.#limiter.record(Date.now());
       this.#appliedConfig = result.rendered.config;
       this.#quarantine.add(registry, result.quarantined);
       if (this.#failed) log.info({ afterFailures: this.#failed.attempts }, 'reload succeeded after failed ones; backoff cleared');
@@ -471,8 +471,8 @@ export class Daemon {
       this.#runtimeRefused.clear();
       this.#refusedConfig = null;
       this.#deferredSince = 0;
-      count('ok');
-      log.info({ reasons: reasons.map(({ kind, backend }) => ({ kind, backend })), ms: result.durationMs }, 'reloaded haproxy');
+      if (result.reloaded) count('ok');
+      log.info({ reasons: reasons.map(({ kind, backend }) => ({ kind, backend })), ms: result.durationMs, reloaded: result.reloaded }, result.reloaded ? 'reloaded haproxy' : 'nothing to reload once the refused services are left out');
     } catch (err) {
       this.#limiter.record(Date.now());
       if (err instanceof ConfigInvalidError) {

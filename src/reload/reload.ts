@@ -24,7 +24,7 @@ import { excludeRefused, excludeUnbindable, type QuarantineSource } from './quar
 import type { Culprit } from '../reconcile/quarantine.js';
 import path from 'node:path';
 import type { ReloadGuard } from './guard.js';
-import type { Rendered } from '../render/index.js';
+import { configIdentity, type Rendered } from '../render/index.js';
 
 const log = logger('reload');
 
@@ -84,6 +84,8 @@ export interface ReloadResult<R = unknown> {
   quarantined: readonly Culprit[];
   /** `haproxy -c` runs spent finding them. */
   quarantineChecks: number;
+  /** False when, without the quarantined services, the config is the one already running (no reload was needed). */
+  reloaded: boolean;
 }
 
 export class Reloader<R = unknown> {
@@ -126,13 +128,21 @@ export class Reloader<R = unknown> {
 
     // 0. A listener HAProxy cannot bind is refused now, not discovered during the reload:
     //    the tcp service asking for it is left out, or (no quarantine) the render refused.
-    const current = this.#o.probeNewPorts !== false ? await readFile(this.#o.cfgPath, 'utf8').catch(() => '') : null;
-    if (current !== null) {
+    const current = await readFile(this.#o.cfgPath, 'utf8').catch(() => '');
+    // Left out, the rest may be what already runs: then there is nothing to reload.
+    const unchanged = (): ReloadResult<R> | null =>
+      quarantined.length && configIdentity(rendered.config) === configIdentity(current)
+        ? { ok: true, durationMs: Math.round(performance.now() - started), reasons, rolledBack: false, warnings: [], rendered, quarantined, quarantineChecks, reloaded: false }
+        : null;
+    if (this.#o.probeNewPorts !== false) {
       if (q) {
         quarantined.push(...(await excludeUnbindable(current, rendered, q, exclude)));
         if (exclude.size) rendered = q.render(exclude);
       } else await assertNewPortsFree(current, rendered.config);
     }
+
+    const early = unchanged();
+    if (early) return early;
 
     // 1. Without a fresh state dump a reload would reset every slot to the config's
     //    `slot.invalid`/maint: refuse rather than cut traffic.
@@ -150,6 +160,8 @@ export class Reloader<R = unknown> {
       quarantined.push(...found.culprits);
       quarantineChecks = found.checks;
       rendered = q.render(exclude);
+      const same = unchanged();
+      if (same) return same;
       written = await writeRendered(rendered, this.#o.cfgPath, { ...this.#validateOpts(), skipValidation: !local });
     }
     if (quarantined.length) log.warn({ quarantined: quarantined.map((c) => c.backend), checks: quarantineChecks }, 'refused services left out of the config');
@@ -161,7 +173,7 @@ export class Reloader<R = unknown> {
       if (first.releaseError) throw withContext(first.releaseError, { ...ctx, reloaded: true });
       const durationMs = Math.round(performance.now() - started);
       log.info({ ...ctx, durationMs }, 'reload done');
-      return { ok: true, durationMs, reasons, rolledBack: false, warnings: written.warnings, rendered, quarantined, quarantineChecks };
+      return { ok: true, durationMs, reasons, rolledBack: false, warnings: written.warnings, rendered, quarantined, quarantineChecks, reloaded: true };
     }
     if (first.stage === 'engage') {
       // Nothing was reloaded: only the files need to go back.
