@@ -14,7 +14,10 @@ import {
   tcpServicesOnPorts,
   type SubsetCheck,
 } from '../../src/reconcile/index.js';
-import { structureHash } from '../../src/model.js';
+import { MAX_SLOTS, slotCapacity, structureHash } from '../../src/model.js';
+import { defaultSettings, renderConfig } from '../../src/render/index.js';
+import { parseOptions } from '../../src/watch/index.js';
+import { InvalidArgumentError } from '../../src/errors.js';
 import { http, reg, tcp, up } from './reconcile-helpers.js';
 
 /** A check that refuses any subset containing one of `bad` (HAProxy judges each service alone). */
@@ -117,4 +120,26 @@ test('tcpServicesOnPorts and serviceKey: a port is pinned on the tcp service tha
   const r = reg(tcp('db', [], [5432]), tcp('cache', [], [6379, 6380]), http('web', []));
   assert.deepEqual([...tcpServicesOnPorts(r, [6380, 5432, 80])].sort(), [[5432, 'tcp-db'], [6380, 'tcp-cache']]);
   assert.equal(serviceKey('/haproxy-discover', { kind: 'tcp', service: 'db' }), '/haproxy-discover/tcp-services/db');
+});
+
+test('one owner per rule: what the registry parser accepts, the renderer renders (healthPath, more upstreams than MAX_SLOTS)', () => {
+  const samples = ['/', '/health', '/h?x=1&y=%20', '/a/b.c-d_e~f', '/x'.repeat(100), '/é', '/a b', '/a#b', '/a;b', "/a'b", 'health', '/a\\b', '/$x', '/`x`'];
+  const settings = defaultSettings('/var/lib/hu');
+  for (const healthPath of samples) {
+    const parsed = parseOptions(JSON.stringify({ healthPath }));
+    let rendered = true;
+    try {
+      renderConfig({ registry: reg(http('svc', [], { options: { healthPath } })), capacity: new Map(), settings });
+    } catch (err) {
+      assert.ok(err instanceof InvalidArgumentError, String(err));
+      rendered = false;
+    }
+    assert.equal(rendered, parsed.ok, `${JSON.stringify(healthPath)}: parser ${parsed.ok ? 'accepts' : 'rejects'}, renderer ${rendered ? 'renders' : 'refuses'}`);
+  }
+  // Slots: the plan's capacity for MAX_SLOTS + 10 upstreams is what the template accepts; the rest overflow at runtime.
+  const many = Array.from({ length: MAX_SLOTS + 10 }, (_, i) => up(`u${i}`, `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}:80`));
+  const cap = slotCapacity(many.length, 1);
+  assert.equal(cap, MAX_SLOTS);
+  const r = renderConfig({ registry: reg(http('big', many)), capacity: new Map([['http-big', cap]]), settings });
+  assert.match(r.config, new RegExp(`server-template s 1-${MAX_SLOTS} `));
 });
