@@ -266,7 +266,7 @@ test('a reload that fails at the master is retried with exponential backoff; old
     if (r.status === 503 && r.body.includes('reload failed at the HAProxy master')) sawBackoffReason = true;
     await sleep(250);
   }
-  const times = failures().map((l) => Number(l.time));
+  const times = failures().map((l) => Date.parse(String(l.time)));
   const gaps = times.slice(1).map((x, i) => x - times[i]!);
   // Each attempt costs the failed reload plus its rollback; a fixed 1 s retry would start one
   // every (attempt + 1 s). The first gap is one attempt plus the first backoff (2 s).
