@@ -303,7 +303,7 @@ export class Daemon {
   async #pass(why: string): Promise<void> {
     if (!this.#registry) return;
     // Quarantined services are left out of everything (plan, render, runtime ops) until their keys change.
-    const registry = this.#quarantine.filter(this.#registry);
+    const registry = this.#quarantine.filter(this.#registry, this.#appliedConfig);
     const started = Date.now();
     let reloadError: unknown = null;
     try {

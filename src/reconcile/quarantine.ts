@@ -57,8 +57,13 @@ export interface QuarantineView {
   readonly released: readonly QuarantineEntry[];
 }
 
-/** Applies the quarantine to a registry; a service whose keys changed since it was refused is released. */
-export function applyQuarantine(registry: Registry, q: Quarantine): QuarantineView {
+/**
+ * Applies the quarantine to a registry; a service whose keys changed since it was refused is
+ * released. A quarantined service with an `accepted` version (it ran before the refused
+ * change) keeps that version instead of being left out: a bad edit must not take a serving
+ * service away.
+ */
+export function applyQuarantine(registry: Registry, q: Quarantine, accepted: ReadonlyMap<string, Service> = new Map()): QuarantineView {
   if (q.size === 0) return { registry, kept: q, released: [] };
   const kept = new Map<string, QuarantineEntry>();
   const released: QuarantineEntry[] = [];
@@ -68,18 +73,45 @@ export function applyQuarantine(registry: Registry, q: Quarantine): QuarantineVi
     if (svc && fingerprint(svc) === e.fingerprint) kept.set(backend, e);
     else released.push(e);
   }
-  return { registry: withoutServices(registry, kept.keys()), kept, released };
+  return { registry: withoutServices(registry, kept.keys(), accepted), kept, released };
 }
 
-/** The registry without the given backends (same object when none of them is in it). */
-export function withoutServices(registry: Registry, backends: Iterable<string>): Registry {
+/**
+ * The registry without the given backends (same object when none of them is in it); a
+ * backend with an `accepted` version is kept at that version's structure instead.
+ */
+export function withoutServices(registry: Registry, backends: Iterable<string>, accepted: ReadonlyMap<string, Service> = new Map()): Registry {
   const drop = new Set(backends);
   if (drop.size === 0) return registry;
-  const keep = <T extends Service>(m: ReadonlyMap<string, T>) => new Map([...m].filter(([, svc]) => !drop.has(backendName(svc))));
+  const keep = <T extends Service>(m: ReadonlyMap<string, T>): Map<string, T> => {
+    const out = new Map<string, T>();
+    for (const [name, svc] of m) {
+      const be = backendName(svc);
+      if (!drop.has(be)) out.set(name, svc);
+      else if (accepted.get(be)?.kind === svc.kind) out.set(name, acceptedVersion(accepted.get(be) as T, svc));
+    }
+    return out;
+  };
   const http = keep(registry.http);
   const tcp = keep(registry.tcp);
-  if (http.size === registry.http.size && tcp.size === registry.tcp.size) return registry;
+  if (drop.size > 0 && http.size + tcp.size === registry.http.size + registry.tcp.size && ![...drop].some((b) => accepted.has(b))) return registry;
   return Object.freeze({ revision: registry.revision, http, tcp });
+}
+
+/** The accepted structure (url_reg, ports, options) with today's upstreams and domains (runtime state, validated on their own). */
+export function acceptedVersion<T extends Service>(accepted: T, current: T): T {
+  return current.kind === 'http' ? { ...accepted, upstreams: current.upstreams, domains: current.domains } : { ...accepted, upstreams: current.upstreams };
+}
+
+/**
+ * The version of each service that HAProxy runs now: services of `registry` whose structure
+ * hash is the running config's, added to `prev`; backends the running config no longer has
+ * are forgotten.
+ */
+export function acceptedServices(prev: ReadonlyMap<string, Service>, registry: Registry, applied: ReadonlyMap<string, string>, hash: (svc: Service) => string): Map<string, Service> {
+  const out = new Map([...prev].filter(([be]) => applied.has(be)));
+  for (const [be, svc] of servicesByBackend(registry)) if (applied.get(be) === hash(svc)) out.set(be, svc);
+  return out;
 }
 
 /**

@@ -11,6 +11,7 @@ import { ConfigInvalidError, InvalidArgumentError, ServiceQuarantinedError } fro
 import { logger } from '../log.js';
 import { backendName, structureHash, type Registry, type Service } from '../model.js';
 import {
+  acceptedServices,
   applyQuarantine,
   changedServices,
   findCulprits,
@@ -39,6 +40,8 @@ export interface QuarantineSource {
   render(exclude: ReadonlySet<string>, probeDir?: string): Rendered;
   /** The tcp service (backend) binding each port, for listeners that cannot be bound. */
   portOwners(ports: readonly number[]): ReadonlyMap<number, string>;
+  /** Backends that run now in a version the updater has not seen (a restart): never left out, so a refusal naming one stays a refusal. */
+  readonly unreplaceable: ReadonlySet<string>;
 }
 
 /** Render settings whose support files (maps, url_reg patterns) live in `dir`: for probe configs. */
@@ -62,6 +65,8 @@ export async function excludeUnbindable(current: string, rendered: Rendered, q: 
     if (orphan.length) {
       throw new ConfigInvalidError(`listener(s) of the updater's own flags cannot be bound: ${orphan.map((u) => u.reason).join('; ')}`, { unavailable: orphan });
     }
+    const stuck = unavailable.filter((u) => q.unreplaceable.has(owners.get(u.port)!));
+    if (stuck.length) throw new ConfigInvalidError(`listener(s) of a running service cannot be bound: ${stuck.map((u) => u.reason).join('; ')}`, { unavailable: stuck });
     for (const u of unavailable) {
       const be = owners.get(u.port)!;
       if (exclude.has(be)) continue;
@@ -124,6 +129,12 @@ export async function excludeRefused(
       log.warn({ checks, baseRefused: result.baseRefused }, 'refused config: no single service is the cause');
       throw refusal;
     }
+    const stuck = result.culprits.filter((c) => q.unreplaceable.has(c.backend));
+    if (stuck.length) {
+      // Its previous version is unknown (changed while the updater was down): leaving it out would take a serving service away.
+      log.warn({ culprits: stuck.map((c) => c.backend) }, 'refused service runs now in a version not seen since start; the render stays refused');
+      throw refusal;
+    }
     for (const c of result.culprits) exclude.add(c.backend);
     return { culprits: [...result.culprits], checks };
   } finally {
@@ -175,6 +186,8 @@ export interface QuarantineBookOptions {
 export class QuarantineBook {
   readonly #o: QuarantineBookOptions;
   #entries: Quarantine = new Map();
+  /** Backend → the version HAProxy runs (seen in the registry with the running structure). */
+  #accepted = new Map<string, Service>();
   #written = '[]';
 
   constructor(opts: QuarantineBookOptions) {
@@ -189,9 +202,13 @@ export class QuarantineBook {
     return [...this.#entries.values()].map((e) => ({ key: serviceKey(this.#o.prefix, e), backend: e.backend, message: e.message, since: new Date(e.since).toISOString() }));
   }
 
-  /** The registry to plan from: without the services still left out; a service whose keys changed is tried again. */
-  filter(registry: Registry): Registry {
-    const v = applyQuarantine(registry, this.#entries);
+  /**
+   * The registry to plan from: the services still quarantined left out, or at the version
+   * that runs now when they ran before; a service whose keys changed is tried again.
+   */
+  filter(registry: Registry, appliedConfig: string): Registry {
+    this.#accepted = acceptedServices(this.#accepted, registry, readAppliedStructure(appliedConfig), structureHash);
+    const v = applyQuarantine(registry, this.#entries, this.#accepted);
     for (const e of v.released) {
       log.info({ key: serviceKey(this.#o.prefix, e), backend: e.backend }, servicesByBackend(registry).has(e.backend) ? 'quarantined service changed: trying it again' : 'quarantined service removed from the registry');
     }
@@ -222,7 +239,7 @@ export class QuarantineBook {
   render(registry: Registry, render: (r: Registry) => Rendered): Rendered {
     for (let i = 0; ; i++) {
       try {
-        return render(withoutServices(registry, this.#entries.keys()));
+        return render(withoutServices(registry, this.#entries.keys(), this.#accepted));
       } catch (err) {
         const svc = err instanceof InvalidArgumentError && i < 16 ? serviceNamed(registry, err.context.service) : null;
         if (!svc || this.#entries.has(backendName(svc))) throw err;
@@ -233,12 +250,15 @@ export class QuarantineBook {
 
   /** What the reloader needs to leave further services out of this render. */
   source(registry: Registry, appliedConfig: string, render: (r: Registry, probeDir?: string) => Rendered): QuarantineSource {
-    const kept = withoutServices(registry, this.#entries.keys());
+    const kept = withoutServices(registry, this.#entries.keys(), this.#accepted);
+    const applied = readAppliedStructure(appliedConfig);
+    const accepted = this.#accepted;
     return {
-      changed: changedServices(kept, readAppliedStructure(appliedConfig), structureHash),
+      changed: changedServices(kept, applied, structureHash),
       all: [...servicesByBackend(kept).keys()].sort(),
-      render: (exclude, probeDir) => render(withoutServices(kept, exclude), probeDir),
+      render: (exclude, probeDir) => render(withoutServices(kept, exclude, accepted), probeDir),
       portOwners: (ports) => tcpServicesOnPorts(kept, ports),
+      unreplaceable: new Set([...applied.keys()].filter((be) => !accepted.has(be))),
     };
   }
 

@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  acceptedServices,
   applyQuarantine,
   changedServices,
   findCulprits,
@@ -142,4 +143,19 @@ test('one owner per rule: what the registry parser accepts, the renderer renders
   assert.equal(cap, MAX_SLOTS);
   const r = renderConfig({ registry: reg(http('big', many)), capacity: new Map([['http-big', cap]]), settings });
   assert.match(r.config, new RegExp(`server-template s 1-${MAX_SLOTS} `));
+});
+
+test('a refused change of a running service keeps the running version (with today\'s upstreams), not nothing', () => {
+  const running = http('web', [up('u1', '10.0.0.1:80')], { domains: ['web.test'] });
+  const badEdit = http('web', [up('u1', '10.0.0.1:80'), up('u2', '10.0.0.2:80')], { domains: ['web.test'], urlReg: '(?<=a+)b' });
+  const accepted = acceptedServices(new Map(), reg(running), new Map([['http-web', structureHash(running)]]), structureHash);
+  assert.deepEqual([...accepted.keys()], ['http-web']);
+  const q = new Map([['http-web', quarantineEntry(badEdit, 'refused', 1)]]);
+  const v = applyQuarantine(reg(badEdit), q, accepted);
+  const web = v.registry.http.get('web')!;
+  assert.equal(web.urlReg, null, 'the running structure');
+  assert.deepEqual([...web.upstreams.keys()], ['u1', 'u2'], "today's upstreams");
+  assert.equal(structureHash(web), structureHash(running), 'nothing to reload for it');
+  // Forgotten once the running config no longer has the backend.
+  assert.equal(acceptedServices(accepted, reg(), new Map(), structureHash).size, 0);
 });
