@@ -103,6 +103,8 @@ function renderSettings(f: Flags): RenderSettings {
     hasCerts,
     adminSocket: runtimeSocket ?? base.adminSocket,
     logTarget: accessLog,
+    hardStopAfterMs: f.ms('hard-stop-after') || null,
+    mworkerMaxReloads: f.int('mworker-max-reloads', 0, 1_000_000) || null,
   };
 }
 
@@ -118,6 +120,10 @@ async function cmdRun(f: Flags): Promise<number> {
   const settings = renderSettings(f);
   if (mode === 'external' && !f.isSet('master-socket')) {
     throw new ConfigError('--haproxy external needs --master-socket (and --runtime-socket) of the running HAProxy', { flag: 'master-socket' });
+  }
+  // An old worker stopped before its drain ends would cut the connections the drain protects.
+  if (settings.hardStopAfterMs != null && (settings.hardStopAfterMs <= f.ms('drain-timeout') || settings.hardStopAfterMs < 1000)) {
+    throw new ConfigError(`--hard-stop-after (HAPROXY_UPDATER_HARD_STOP_AFTER) must be at least 1s and exceed --drain-timeout (${f.ms('drain-timeout')} ms), or be 0 (never)`, { flag: 'hard-stop-after' });
   }
   if (settings.statsPort && !settings.statsPassword) {
     log.warn({ statsPort: settings.statsPort }, 'no stats password given (HAPROXY_UPDATER_STATS_PASSWORD or --stats-password-file): the stats page is not served');
@@ -306,7 +312,7 @@ const STATUS_COLUMNS: ReadonlyArray<[string, (r: StatusRow) => string]> = [
 ];
 
 async function cmdStatus(f: Flags): Promise<number> {
-  const { proc, rows, registryError, unserved } = await statusOnce({
+  const { proc, rows, registryError, unserved, quarantined } = await statusOnce({
     etcd: etcdOptions(f),
     stateDir: f.path('state-dir')!,
     runtimeSocket: f.path('runtime-socket'),
@@ -316,9 +322,11 @@ async function cmdStatus(f: Flags): Promise<number> {
   const table = [STATUS_COLUMNS.map(([h]) => h), ...rows.map((r) => STATUS_COLUMNS.map(([, cell]) => cell(r)))];
   const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => (r[i] ?? '').length)));
   const lines = table.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
-  if (proc) lines.unshift(`haproxy master ${proc.masterPid}: ${proc.reloads} reloads (failed: ${proc.failed}), workers ${proc.workers.map((w) => w.pid).join(',')}`);
+  if (proc) lines.unshift(`haproxy master ${proc.masterPid}: ${proc.reloads} reloads (failed: ${proc.failed}), workers ${proc.workers.map((w) => w.pid).join(',')}, old workers ${proc.oldWorkers.length}`);
   // The same list /readyz gives (src/daemon/readiness.ts).
   if (unserved) lines.push(unserved.length ? `unserved: ${unserved.length} service(s) with registered upstreams and none serving` : 'serving: every service with registered upstreams has a serving server', ...unserved.map((u) => `  ${describeUnserved(u)}`));
+  // What the running daemon left out of haproxy.cfg (it keeps quarantine.json in the state dir).
+  for (const q of quarantined) lines.push(`quarantined  ${q.key}: ${q.message} (since ${q.since})`);
   process.stdout.write(lines.join('\n') + '\n');
   return 0;
 }

@@ -58,6 +58,8 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'drain-timeout', kind: 'ms', default: '10s', help: 'longest wait for a removed upstream\'s sessions to finish before maint', commands: ['run', 'plan'] },
   { name: 'admission', kind: 'string', default: 'probe', choices: ['probe', 'check', 'immediate'], help: 'how a new upstream is let in: probe = held DOWN, the updater probes it (TCP connect, GET healthPath, TLS handshake) and lets it in at once on success, else HAProxy\'s check decides; check = held DOWN until HAProxy\'s check passes; immediate = at once', commands: ['run', 'plan'] },
   { name: 'admission-timeout', kind: 'ms', default: '500ms', help: 'deadline of one admission probe', commands: ['run'] },
+  { name: 'hard-stop-after', kind: 'ms', default: '5m', help: 'HAProxy `hard-stop-after`: an old worker still finishing connections after a reload is stopped this long after it, so they cannot pile up; must exceed --drain-timeout; 0 = never', commands: RENDER_CMDS },
+  { name: 'mworker-max-reloads', kind: 'int', default: '50', help: 'HAProxy `mworker-max-reloads`: an old worker that survived this many reloads is stopped; 0 = unbounded', commands: RENDER_CMDS },
   { name: 'hold-until-healthy', kind: 'bool', help: 'older alias: true = --admission check, false = --admission immediate', commands: ['run', 'plan'] },
   { name: 'verify-interval', kind: 'ms', default: '5s', help: 'how often HAProxy is re-read and drift repaired', commands: ['run'] },
   { name: 'reload-min-interval', kind: 'ms', default: '1s', help: 'minimum time between two reloads (a burst of structural changes = one reload)', commands: ['run'] },

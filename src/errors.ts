@@ -201,6 +201,10 @@ export class CertFileError extends UpdaterError {
 export class ConfigInvalidError extends UpdaterError {
   readonly code = 'E_CONFIG_INVALID';
 }
+/** A service HAProxy refused, left out of haproxy.cfg until its keys change; the rest is applied. */
+export class ServiceQuarantinedError extends UpdaterError {
+  readonly code = 'E_SERVICE_QUARANTINED';
+}
 /** The master reported the reload as failed (old worker kept serving). */
 export class ReloadFailedError extends UpdaterError {
   readonly code = 'E_RELOAD_FAILED';

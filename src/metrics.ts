@@ -105,6 +105,26 @@ export class Metrics {
     help: "HAProxy master's own reload counter, as read from `show proc`",
     registers: [this.registry],
   });
+  readonly haproxyOldWorkers = new Gauge({
+    name: 'haproxy_updater_haproxy_old_workers',
+    help: 'HAProxy workers of earlier configs still finishing their connections (show proc); bounded by hard-stop-after and mworker-max-reloads',
+    registers: [this.registry],
+  });
+  readonly quarantined = new Gauge({
+    name: 'haproxy_updater_quarantined_services',
+    help: 'Services HAProxy refused, left out of haproxy.cfg until their registry keys change (the rest is applied)',
+    registers: [this.registry],
+  });
+  readonly reloadFailures = new Gauge({
+    name: 'haproxy_updater_reload_consecutive_failures',
+    help: 'Reloads in a row that failed at the HAProxy master (rolled back); 0 after a good one',
+    registers: [this.registry],
+  });
+  readonly reloadBackoff = new Gauge({
+    name: 'haproxy_updater_reload_backoff_seconds',
+    help: 'Wait before the config that failed at the master is tried again (doubles per failure); 0 when none failed',
+    registers: [this.registry],
+  });
 
   readonly haproxyInfo = new Gauge({
     name: 'haproxy_updater_haproxy_info',

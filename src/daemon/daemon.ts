@@ -13,9 +13,9 @@ import { logger } from '../log.js';
 import { backoffDelay } from '../backoff.js';
 import { Metrics } from '../metrics.js';
 import { EMPTY_REGISTRY, type Registry, type Rejection } from '../model.js';
-import { ConfigInvalidError, UpdaterError } from '../errors.js';
+import { ConfigInvalidError, ReloadFailedError, ReloadTimeoutError, UpdaterError } from '../errors.js';
 import { RegistryWatcher, type AddressPolicy, type RegistryUpdate } from '../watch/index.js';
-import { RuntimeClient, MasterClient, VersionTracker, localCheckFirst, type SocketTarget } from '../runtime/index.js';
+import { RuntimeClient, MasterClient, VersionTracker, localCheckFirst, servingWorkers, type SocketTarget } from '../runtime/index.js';
 import {
   plan as makePlan,
   planScoped,
@@ -33,9 +33,11 @@ import {
   type ObservedState,
   type PlanContext,
   type ReloadCause,
+  recordFailedReload,
+  type FailedReload,
 } from '../reconcile/index.js';
 import { renderConfig, tcpListeners, configIdentity, staticBackendRefs, type RenderSettings, type Rendered } from '../render/index.js';
-import { Reloader, createGuard, ReloadLimiter, haproxyVersion, ensurePrivateDir, type ReloadGuard } from '../reload/index.js';
+import { Reloader, createGuard, ReloadLimiter, haproxyVersion, ensurePrivateDir, QuarantineBook, probeSettings, type ReloadGuard } from '../reload/index.js';
 import { bindHost } from '../render/safe.js';
 import { observe, observeBackends } from './observe.js';
 import { HaproxyModel } from './model.js';
@@ -142,6 +144,10 @@ export class Daemon {
   #admission: Admission | null = null;
   /** ms of the last render, observed as the reload's `render` phase. */
   #lastRenderMs = 0;
+  /** Services HAProxy refused, left out until their keys change (src/reload/quarantine.ts). */
+  readonly #quarantine: QuarantineBook;
+  /** The last config the master failed to load: retried with backoff, not every pass (decide.ts). */
+  #failed: FailedReload | null = null;
 
   constructor(opts: DaemonOptions) {
     this.#o = opts;
@@ -169,6 +175,7 @@ export class Daemon {
         timeoutMs: opts.admissionTimeoutMs,
       });
     }
+    this.#quarantine = new QuarantineBook({ prefix: opts.etcd.prefix, stateDir: opts.stateDir, onCount: (n) => this.metrics.quarantined.set(n) });
   }
 
   get registry(): Registry | null {
@@ -186,12 +193,23 @@ export class Daemon {
         lastPassOk: this.#lastPassOk,
         lastPassError: this.#lastPassError,
         refused: this.#refusedConfig ? this.#refusedWhy || 'see the error log' : null,
+        failedReload: this.#failedReloadReason(),
         stopping: this.#stopping,
         hold: this.#hold,
-        warnings: [...(this.#certs?.rejected().values() ?? [])].map((e) => `certificate file rejected: ${e.message}`),
+        warnings: [
+          ...[...(this.#certs?.rejected().values() ?? [])].map((e) => `certificate file rejected: ${e.message}`),
+          // A bad entry must not take the load balancer out of rotation: reported, not unready (README, troubleshooting).
+          ...this.#quarantine.reports().map((q) => `service quarantined (left out of haproxy.cfg, the rest is applied): ${q.key}: ${q.message}`),
+        ],
       },
       Date.now(),
     );
+  }
+
+  #failedReloadReason(): string | null {
+    const f = this.#failed;
+    if (!f) return null;
+    return `reload failed at the HAProxy master ${f.attempts} time(s) in a row (${f.message}); HAProxy runs the previous config; next try in ${Math.max(0, Math.ceil((f.retryAt - Date.now()) / 1000))} s or when the registry changes`;
   }
 
   /**
@@ -311,7 +329,12 @@ export class Daemon {
     if (existing === null) {
       // Nothing to start from: render the current registry (or an empty one) first.
       const registry = this.#registry ?? EMPTY_REGISTRY;
-      await this.#reloader!.write(this.#render(initialCapacity(registry), registry));
+      await this.#reloader!.write(this.#render(initialCapacity(registry), registry)).catch(async (err: unknown) => {
+        if (!(err instanceof ConfigInvalidError)) throw err;
+        // A refused entry must not keep HAProxy from starting: start empty, the first pass quarantines it.
+        log.warn({ err }, 'the registry\'s first config was refused; starting HAProxy without services, the first pass finds the refused ones');
+        await this.#reloader!.write(this.#render(new Map(), EMPTY_REGISTRY));
+      });
     }
     return managed.start();
   }
@@ -390,8 +413,9 @@ export class Daemon {
    * backends are read and planned; anything else (or null) makes it a full pass.
    */
   async #pass(why: string, scope: ReadonlySet<string> | null = null): Promise<void> {
-    const raw = this.#registry;
-    if (!raw) return;
+    if (!this.#registry) return;
+    // Quarantined services are left out of everything (plan, render, runtime ops) until their keys change.
+    const raw = this.#quarantine.filter(this.#registry, this.#appliedConfig);
     const started = Date.now();
     let reloadError: unknown = null;
     try {
@@ -411,8 +435,9 @@ export class Daemon {
         });
       } else if (decision.action === 'now' && rendered) {
         try {
-          await this.#reload(rendered, decision.reasons, decision.config);
-          ({ observed, plan } = await this.#observeAndPlan(registry));
+          await this.#reload(rendered, decision.reasons, decision.config, registry, plan.capacity);
+          // The registry this pass settled on (held or not) stays: no second hold decision.
+          ({ observed, plan } = await this.#observeAndPlan(raw, registry));
         } catch (err) {
           // A refused or failed reload must not hold back membership changes for the
           // backends that exist: apply those, then report the reload error.
@@ -435,6 +460,7 @@ export class Daemon {
         this.metrics.convergence.observe((Date.now() - this.#pendingSince) / 1000);
         this.#pendingSince = 0;
       }
+      if (why === 'verify') await this.#procMetrics();
       this.#lastPassOk = true;
       this.#lastPassError = null;
       this.metrics.passes.inc({ result: 'ok' });
@@ -450,6 +476,8 @@ export class Daemon {
       else log.error({ err, why }, 'pass failed; will retry');
       if (this.#managed && !this.#managed.alive() && this.#managed.state === 'adopted') void this.#restartManaged();
       this.#later(err instanceof UpdaterError && err.recoverable ? 250 : 1000, 'retry');
+    } finally {
+      await this.#quarantine.persist().catch((err: unknown) => log.warn({ err }, 'could not write quarantine.json'));
     }
   }
 
@@ -495,10 +523,10 @@ export class Daemon {
   }
 
   /** A full read of HAProxy (which becomes the model) and the plan of every backend. */
-  async #observeAndPlan(raw: Registry): Promise<{ observed: ObservedState; plan: Plan; registry: Registry }> {
+  async #observeAndPlan(raw: Registry, settled?: Registry): Promise<{ observed: ObservedState; plan: Plan; registry: Registry }> {
     const observed = await observe(this.#runtime, this.#o.render, this.#appliedConfig);
     this.#model.replace(observed);
-    const registry = this.#applyHold(raw, observed);
+    const registry = settled ?? this.#applyHold(raw, observed);
     return { observed, plan: this.#plan(registry, observed)!, registry };
   }
 
@@ -606,11 +634,13 @@ export class Daemon {
     return settingsChanged(this.#appliedConfig, this.#o.render);
   }
 
-  #render(capacity: ReadonlyMap<string, number>, registry: Registry | null = this.#registry): Rendered {
+  /** With `probeDir`: a quarantine probe, its support files there (the stamp stays that of the real settings). */
+  #render(capacity: ReadonlyMap<string, number>, registry: Registry | null = this.#registry, probeDir?: string): Rendered {
     const t = performance.now();
-    const rendered = renderConfig({ registry: registry ?? EMPTY_REGISTRY, capacity, settings: this.#o.render });
+    const settings = probeDir ? probeSettings(this.#o.render, probeDir) : this.#o.render;
+    const rendered = this.#quarantine.render(registry ?? EMPTY_REGISTRY, (r) => renderConfig({ registry: r, capacity, settings }));
     const out = { ...rendered, config: stampConfig(rendered.config, this.#o.render) };
-    this.#lastRenderMs = performance.now() - t;
+    if (!probeDir) this.#lastRenderMs = performance.now() - t;
     return out;
   }
 
@@ -626,10 +656,12 @@ export class Daemon {
       consolidateAfterMs: this.#o.consolidateAfterMs,
       nextAllowedAt: this.#limiter.nextAllowedAt(),
       refusedConfig: this.#refusedConfig,
+      failed: this.#failed,
       desiredConfig: () => this.#identity((rendered = this.#render(plan.capacity, registry))),
     });
     this.#deferredSince = result.deferredSince;
     this.#refusedConfig = result.refusedConfig;
+    this.#setFailed(result.failed);
     return { ...result, rendered };
   }
 
@@ -638,24 +670,33 @@ export class Daemon {
     return createHash('sha256').update(configIdentity(rendered.config)).digest('hex');
   }
 
-  async #reload(rendered: Rendered, reasons: readonly ReloadCause[], identity: string): Promise<void> {
+  async #reload(rendered: Rendered, reasons: readonly ReloadCause[], identity: string, registry: Registry, capacity: ReadonlyMap<string, number>): Promise<void> {
     const count = (result: 'ok' | 'failed') => {
       for (const r of reasons) this.metrics.reloads.inc({ reason: r.kind, result });
     };
     try {
-      const result = await this.#reloader!.reload(rendered, reasons);
-      this.#limiter.record(Date.now());
-      this.#appliedConfig = rendered.config;
-      this.#mustReload = false;
-      await this.#confirm(rendered.config, 'reload');
+      // A refused render is retried without the services responsible (found by the reloader).
+      const source = this.#quarantine.source(registry, this.#appliedConfig, (r, dir) => this.#render(capacity, r, dir));
+      const result = await this.#reloader!.reload(rendered, reasons, source);
+      if (result.reloaded) this.#limiter.record(Date.now());
+      this.#appliedConfig = result.rendered.config;
+      if (result.reloaded) {
+        this.#mustReload = false;
+        await this.#confirm(result.rendered.config, 'reload');
+      }
+      this.#quarantine.add(registry, result.quarantined);
+      if (this.#failed) log.info({ afterFailures: this.#failed.attempts }, 'reload succeeded after failed ones; backoff cleared');
+      this.#setFailed(null);
       this.#runtimeRefused.clear();
       this.#refusedConfig = null;
       this.#deferredSince = 0;
-      count('ok');
-      this.metrics.reloadPhase.observe({ phase: 'render' }, this.#lastRenderMs / 1000);
-      this.metrics.reloadPhase.observe({ phase: 'check' }, result.phases.checkMs / 1000);
-      this.metrics.reloadPhase.observe({ phase: 'reload' }, result.phases.reloadMs / 1000);
-      log.info({ reasons: reasons.map(({ kind, backend }) => ({ kind, backend })), ms: result.durationMs }, 'reloaded haproxy');
+      if (result.reloaded) {
+        count('ok');
+        this.metrics.reloadPhase.observe({ phase: 'render' }, this.#lastRenderMs / 1000);
+        this.metrics.reloadPhase.observe({ phase: 'check' }, result.phases.checkMs / 1000);
+        this.metrics.reloadPhase.observe({ phase: 'reload' }, result.phases.reloadMs / 1000);
+      }
+      log.info({ reasons: reasons.map(({ kind, backend }) => ({ kind, backend })), ms: result.durationMs, reloaded: result.reloaded }, result.reloaded ? 'reloaded haproxy' : 'nothing to reload once the refused services are left out');
     } catch (err) {
       this.#limiter.record(Date.now());
       if (err instanceof ConfigInvalidError) {
@@ -663,14 +704,40 @@ export class Daemon {
         this.#refusedWhy = err.message;
       }
       count('failed');
+      if (err instanceof ReloadFailedError || err instanceof ReloadTimeoutError) {
+        const prev = this.#failed;
+        this.#setFailed(recordFailedReload(prev, identity, err.message, Date.now(), { initialMs: Math.max(2000, 2 * this.#o.reloadMinIntervalMs) }));
+        const ctx = { attempts: this.#failed!.attempts, retryInMs: this.#failed!.retryAt - Date.now() };
+        await this.#procMetrics();
+        // Logged in full when the failing starts; each retry after that is one warn line.
+        if (prev) {
+          log.warn({ ...ctx, message: err.message }, 'reload failed at the master again; backing off');
+          throw new ReloadFailedError(err.message, { ...err.context, ...ctx, repeat: true }, { cause: err });
+        }
+        log.error({ err, ...ctx }, 'reload failed at the master; retrying with exponential backoff');
+      }
       throw err;
     }
-    const proc = await this.#master.showProc().catch(() => null);
-    if (proc) this.metrics.haproxyReloads.set(proc.reloads);
+    await this.#procMetrics();
     await this.#refreshVersion();
     // The new worker loaded the crt-list from disk, which every certificate pass leaves equal
     // to what is served; a pass queued right after confirms it (and repairs a lost event).
     this.#verifyCerts();
+  }
+
+  #setFailed(f: FailedReload | null): void {
+    this.#failed = f;
+    this.metrics.reloadFailures.set(f?.attempts ?? 0);
+    this.metrics.reloadBackoff.set(f ? Math.max(0, f.retryAt - Date.now()) / 1000 : 0);
+  }
+
+  /** The master's reload counter and the old workers still finishing (hard-stop-after bounds them). */
+  async #procMetrics(): Promise<void> {
+    const proc = await this.#master.showProc().catch(() => null);
+    if (!proc) return;
+    this.metrics.haproxyReloads.set(proc.reloads);
+    const serving = new Set(servingWorkers(proc).map((w) => w.pid));
+    this.metrics.haproxyOldWorkers.set([...proc.workers, ...proc.oldWorkers].filter((w) => !serving.has(w.pid)).length);
   }
 
   /** A reload may run another binary: re-read the version; a failed read keeps the last capabilities. */

@@ -10,7 +10,7 @@ import { loadRegistryOnce, type LoadOnceOptions } from '../watch/index.js';
 import { RuntimeClient, MasterClient, capabilitiesFor, parseInfo, showInfo, summarizeInfo, type ProcInfo } from '../runtime/index.js';
 import { plan as makePlan, describePlan, decideReload, initialCapacity, isClearedAddr, type Plan, type ReloadDecision } from '../reconcile/index.js';
 import { renderConfig, defaultSettings, staticBackendRefs, type RenderSettings, type Rendered } from '../render/index.js';
-import { atomicWrite } from '../reload/index.js';
+import { atomicWrite, readQuarantine, type QuarantineReport } from '../reload/index.js';
 import { observe } from './observe.js';
 import { settingsChanged } from './settings-stamp.js';
 import { unservedServices, type Unserved } from './readiness.js';
@@ -136,7 +136,7 @@ export interface StatusOptions extends HaproxyAt {
  * `registryError` is set (and ids are `?`) when etcd is unreachable. `unserved`: the services
  * /readyz waits for or lists (registered upstreams, none serving); null without the registry.
  */
-export async function statusOnce(o: StatusOptions): Promise<{ proc: ProcInfo | null; rows: StatusRow[]; registryError: unknown; unserved: Unserved[] | null }> {
+export async function statusOnce(o: StatusOptions): Promise<{ proc: ProcInfo | null; rows: StatusRow[]; registryError: unknown; unserved: Unserved[] | null; quarantined: QuarantineReport[] }> {
   const { observed } = await observeAt(o);
   const master = new MasterClient({ path: o.masterSocket ?? path.join(o.stateDir, 'master.sock') });
   const proc = await master.showProc().catch(() => null);
@@ -167,5 +167,6 @@ export async function statusOnce(o: StatusOptions): Promise<{ proc: ProcInfo | n
       });
     }
   }
-  return { proc, rows, registryError, unserved: registry ? unservedServices(registry, observed) : null };
+  // quarantined: services the running daemon left out of haproxy.cfg (it keeps quarantine.json in the state dir).
+  return { proc, rows, registryError, unserved: registry ? unservedServices(registry, observed) : null, quarantined: await readQuarantine(o.stateDir) };
 }

@@ -52,6 +52,8 @@ export interface DaemonState {
   lastPassError: string | null;
   /** Why HAProxy refused the desired config, when it did. */
   refused: string | null;
+  /** A reload the master failed, retried with backoff: why and when next, else null. */
+  failedReload: string | null;
   stopping: boolean;
   hold: Hold | null;
   warnings: string[];
@@ -106,6 +108,7 @@ export class ReadinessTracker {
     if (!d.registryLoaded) reasons.push(`registry not loaded yet${d.etcdDown ? `: etcd ${d.etcdDown} unreachable` : ''}`);
     if (!d.lastPassOk) reasons.push(`last pass failed: ${d.lastPassError ?? 'no pass yet'}`);
     if (d.refused) reasons.push(`the desired haproxy.cfg was refused: ${d.refused}; HAProxy runs the previous one`);
+    if (d.failedReload) reasons.push(d.failedReload);
     if (d.hold) reasons.push(`${d.hold.summary}; release with \`haproxy-updater release-hold\` once the removal is intended`);
     if (d.stopping) reasons.push('stopping');
     const warnings = [...d.warnings];

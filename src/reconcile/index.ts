@@ -8,3 +8,4 @@ export * from './decide.js';
 export * from './describe.js';
 export * from './hold.js';
 export * from './incremental.js';
+export * from './quarantine.js';

@@ -4,3 +4,4 @@ export * from './files.js';
 export * from './ports.js';
 export * from './guard.js';
 export * from './reload.js';
+export * from './quarantine.js';

@@ -1,8 +1,9 @@
 /**
  * The guarded reload (design.md, "Reload procedure"):
  *  1. dump `show servers state` to the server-state file (runtime slot addresses survive);
- *  2. write support files + candidate config, `haproxy -c` (refused → nothing changed), and
- *     probe the TCP ports the new config adds (taken → refused, nothing changed);
+ *  2. probe the TCP ports the new config adds and write support files + candidate config,
+ *     `haproxy -c`; refused → with a QuarantineSource, the services responsible are found
+ *     and left out (quarantine.ts), else nothing changed;
  *  3. rename into place, previous config kept as `<cfg>.prev`;
  *  4. guard on (iptables SYN drop, or none);
  *  5. master `reload`, verdict from `show proc` (reload counter up, `failed: 0`, new worker);
@@ -21,8 +22,11 @@ import type { Command } from '../runtime/command.js';
 import { readFile } from 'node:fs/promises';
 import { atomicWrite, writeRendered, type WriteResult } from './files.js';
 import { assertNewPortsFree } from './ports.js';
+import { excludeRefused, excludeUnbindable, type QuarantineSource } from './quarantine.js';
+import type { Culprit } from '../reconcile/quarantine.js';
+import path from 'node:path';
 import type { ReloadGuard } from './guard.js';
-import type { Rendered } from '../render/index.js';
+import { configIdentity, type Rendered } from '../render/index.js';
 
 const log = logger('reload');
 
@@ -83,6 +87,14 @@ export interface ReloadResult<R = unknown> {
   warnings: string[];
   /** ms spent writing + `haproxy -c` (check) and in the guarded master reload (reload). */
   phases: { checkMs: number; reloadMs: number };
+  /** The config that now runs: the one asked for, or it without `quarantined`. */
+  rendered: Rendered;
+  /** Services left out because HAProxy refused them (empty without a QuarantineSource). */
+  quarantined: readonly Culprit[];
+  /** `haproxy -c` runs spent finding them. */
+  quarantineChecks: number;
+  /** False when, without the quarantined services, the config is the one already running (no reload was needed). */
+  reloaded: boolean;
 }
 
 export class Reloader<R = unknown> {
@@ -99,8 +111,9 @@ export class Reloader<R = unknown> {
     return this.#serial(() => writeRendered(rendered, this.#o.cfgPath, this.#validateOpts()));
   }
 
-  reload(rendered: Rendered, reasons: readonly R[]): Promise<ReloadResult<R>> {
-    return this.#serial(() => this.#reload(rendered, reasons));
+  /** With `quarantine`, a refused render is retried without the services responsible. */
+  reload(rendered: Rendered, reasons: readonly R[], quarantine?: QuarantineSource): Promise<ReloadResult<R>> {
+    return this.#serial(() => this.#reload(rendered, reasons, quarantine));
   }
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -113,26 +126,56 @@ export class Reloader<R = unknown> {
     return { haproxyBin: this.#o.haproxyBin, timeoutMs: this.#o.validateTimeoutMs };
   }
 
-  async #reload(rendered: Rendered, reasons: readonly R[]): Promise<ReloadResult<R>> {
+  async #reload(asked: Rendered, reasons: readonly R[], q?: QuarantineSource): Promise<ReloadResult<R>> {
     const started = performance.now();
     const ctx = { reasons };
+    const local = this.#o.validateLocally?.() ?? true;
+    const exclude = new Set<string>();
+    const quarantined: Culprit[] = [];
+    let rendered = asked;
+    let quarantineChecks = 0;
 
-    // 0. A listener HAProxy cannot bind is refused now, not discovered during the reload.
+    // 0. A listener HAProxy cannot bind is refused now, not discovered during the reload:
+    //    the tcp service asking for it is left out, or (no quarantine) the render refused.
+    const current = await readFile(this.#o.cfgPath, 'utf8').catch(() => '');
+    // Left out, the rest may be what already runs: then there is nothing to reload.
+    const unchanged = (): ReloadResult<R> | null =>
+      quarantined.length && configIdentity(rendered.config) === configIdentity(current)
+        ? { ok: true, durationMs: Math.round(performance.now() - started), reasons, rolledBack: false, warnings: [], phases: { checkMs: 0, reloadMs: 0 }, rendered, quarantined, quarantineChecks, reloaded: false }
+        : null;
     if (this.#o.probeNewPorts !== false) {
-      const current = await readFile(this.#o.cfgPath, 'utf8').catch(() => '');
-      await assertNewPortsFree(current, rendered.config);
+      if (q) {
+        quarantined.push(...(await excludeUnbindable(current, rendered, q, exclude)));
+        if (exclude.size) rendered = q.render(exclude);
+      } else await assertNewPortsFree(current, rendered.config);
     }
+
+    const early = unchanged();
+    if (early) return early;
 
     // 1. Without a fresh state dump a reload would reset every slot to the config's
     //    `slot.invalid`/maint: refuse rather than cut traffic.
     const dump = await dumpServerState(this.#o.runtime);
     await atomicWrite(this.#o.serverStateFile, dump);
 
-    // 2.–3. ConfigInvalidError propagates: config file and HAProxy untouched.
-    const local = this.#o.validateLocally?.() ?? true;
+    // 2.–3. ConfigInvalidError propagates: config file and HAProxy untouched. Refused with
+    //    a QuarantineSource: find the services responsible, write the config without them.
     const checkStarted = performance.now();
-    const written = await writeRendered(rendered, this.#o.cfgPath, { ...this.#validateOpts(), skipValidation: !local });
+    let written: WriteResult;
+    try {
+      written = await writeRendered(rendered, this.#o.cfgPath, { ...this.#validateOpts(), skipValidation: !local });
+    } catch (err) {
+      if (!(q && local && err instanceof ConfigInvalidError)) throw err;
+      const found = await excludeRefused(err, q, exclude, { ...this.#validateOpts(), workDir: path.dirname(this.#o.cfgPath) });
+      quarantined.push(...found.culprits);
+      quarantineChecks = found.checks;
+      rendered = q.render(exclude);
+      const same = unchanged();
+      if (same) return same;
+      written = await writeRendered(rendered, this.#o.cfgPath, { ...this.#validateOpts(), skipValidation: !local });
+    }
     if (this.#o.testCrashAt === 'after-rename') process.kill(process.pid, 'SIGKILL');
+    if (quarantined.length) log.warn({ quarantined: quarantined.map((c) => c.backend), checks: quarantineChecks }, 'refused services left out of the config');
 
     // 4.–6.
     const reloadStarted = performance.now();
@@ -143,7 +186,7 @@ export class Reloader<R = unknown> {
       if (first.releaseError) throw withContext(first.releaseError, { ...ctx, reloaded: true });
       const durationMs = Math.round(performance.now() - started);
       log.info({ ...ctx, durationMs }, 'reload done');
-      return { ok: true, durationMs, reasons, rolledBack: false, warnings: written.warnings, phases };
+      return { ok: true, durationMs, reasons, rolledBack: false, warnings: written.warnings, phases, rendered, quarantined, quarantineChecks, reloaded: true };
     }
     if (first.stage === 'engage') {
       // Nothing was reloaded: only the files need to go back.

@@ -53,7 +53,7 @@ export async function validateConfig(configPath: string, opts: ValidateOptions =
 }
 
 /** `[ALERT]    (123) : config : parsing [...]` → `config : parsing [...]`. */
-function stripPrefix(line: string): string {
+export function stripPrefix(line: string): string {
   return line.replace(/^\[(ALERT|WARNING|NOTICE)\]\s*\(\d+\)\s*:\s*/, '');
 }
 

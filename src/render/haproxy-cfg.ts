@@ -19,6 +19,13 @@ global
 <% if (it.maxconn !== null) { -%>
     maxconn <%= it.maxconn %>
 <% } -%>
+<% if (it.hardStopAfter !== null) { -%>
+    # Old workers (still finishing connections after a reload) stop after this, at the latest.
+    hard-stop-after <%= it.hardStopAfter %>
+<% } -%>
+<% if (it.maxReloads !== null) { -%>
+    mworker-max-reloads <%= it.maxReloads %>
+<% } -%>
     stats socket <%= it.adminSocket %> mode 600 level admin expose-fd listeners
     stats timeout 1m
     server-state-file <%= it.serverStateFile %>

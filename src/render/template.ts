@@ -96,6 +96,10 @@ export interface RenderSettings {
   maxconn?: number | null;
   /** Health-check `inter` in ms: also the worst-case delay before a slot leaving maintenance is first checked. Default 500. */
   checkInterMs?: number;
+  /** `hard-stop-after`: an old worker still finishing connections is stopped this long after a reload; null = never. Default 300000 (5 min). */
+  hardStopAfterMs?: number | null;
+  /** `mworker-max-reloads`: an old worker that survived this many reloads is sent SIGTERM; null = unbounded. Default 50. */
+  mworkerMaxReloads?: number | null;
 }
 
 export function defaultSettings(stateDir: string): RenderSettings {
@@ -117,6 +121,8 @@ export function defaultSettings(stateDir: string): RenderSettings {
     urlRegDir: path.join(stateDir, 'url_reg'),
     logTarget: null,
     checkInterMs: 500,
+    hardStopAfterMs: 300_000,
+    mworkerMaxReloads: 50,
   };
 }
 
@@ -278,6 +284,9 @@ export function renderConfig(input: RenderInput): Rendered {
   bindHost(s.bindAddress);
   const maxconn = s.maxconn === undefined || s.maxconn === null ? null : assertInt(s.maxconn, 1, 10_000_000, 'maxconn');
   const inter = assertInt(s.checkInterMs ?? 500, 100, 3_600_000, 'checkInterMs');
+  // Old workers finishing long connections must not pile up across reloads (each holds memory and fds).
+  const hardStopAfter = s.hardStopAfterMs === undefined || s.hardStopAfterMs === null ? null : ms(assertInt(s.hardStopAfterMs, 1000, 7 * 86_400_000, 'hardStopAfterMs'));
+  const maxReloads = s.mworkerMaxReloads === undefined || s.mworkerMaxReloads === null ? null : assertInt(s.mworkerMaxReloads, 1, 1_000_000, 'mworkerMaxReloads');
   const log_ = s.logTarget ? logTarget(s.logTarget) : null;
   if (!/^[0-9]+$/.test(registry.revision)) {
     throw new InvalidArgumentError(`registry revision ${JSON.stringify(registry.revision)} is not a decimal`, { value: registry.revision });
@@ -298,6 +307,8 @@ export function renderConfig(input: RenderInput): Rendered {
   const view = {
     revision: registry.revision,
     maxconn,
+    hardStopAfter,
+    maxReloads,
     adminSocket,
     serverStateFile,
     log: log_,

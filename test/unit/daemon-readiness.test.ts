@@ -8,7 +8,7 @@ import { ReadinessTracker, unservedServices, type DaemonState } from '../../src/
 import { decideHold } from '../../src/reconcile/index.js';
 import { activeSlot, backend, freeSlot, http, observed, reg, tcp, up } from './reconcile-helpers.js';
 
-const OK: DaemonState = { registryLoaded: true, etcdDown: null, lastPassOk: true, lastPassError: null, refused: null, stopping: false, hold: null, warnings: [] };
+const OK: DaemonState = { registryLoaded: true, etcdDown: null, lastPassOk: true, lastPassError: null, refused: null, failedReload: null, stopping: false, hold: null, warnings: [] };
 const REG = reg(http('web', [up('w1', '127.0.0.1:8001'), up('w2', '127.0.0.1:8002')]), tcp('db', [up('d1', '127.0.0.1:5432')]), http('idle', [up('i', '127.0.0.1:8009', { state: 'maint' })]));
 const DOWN = observed([backend('http-web', 2, [activeSlot('http-web', 1, '127.0.0.1:8001', { up: false, status: 'DOWN' })]), backend('tcp-db', 1, [activeSlot('tcp-db', 1, '127.0.0.1:5432')])]);
 const UP = observed([backend('http-web', 2, [activeSlot('http-web', 1, '127.0.0.1:8001')]), backend('tcp-db', 1, [activeSlot('tcp-db', 1, '127.0.0.1:5432')])]);
@@ -59,11 +59,12 @@ test('ReadinessTracker: the daemon state reasons, the hold among them', () => {
   const t = new ReadinessTracker(0);
   t.update(REG, UP, 0);
   const hold = decideHold({ applied: REG, next: reg(), serving: new Set(['http-web|127.0.0.1:8001', 'tcp-db|127.0.0.1:5432']), maxRemoval: 0.5, released: null }).hold;
-  const r = t.compute({ ...OK, hold, refused: 'bad url_reg', etcdDown: null, lastPassOk: false, lastPassError: 'boom', stopping: true, warnings: ['certificate file rejected: x'] }, 0);
+  const r = t.compute({ ...OK, hold, refused: 'bad url_reg', failedReload: 'reload failed at the HAProxy master 2 time(s) in a row', etcdDown: null, lastPassOk: false, lastPassError: 'boom', stopping: true, warnings: ['certificate file rejected: x'] }, 0);
   assert.equal(r.ready, false);
-  assert.equal(r.reasons.length, 4);
+  assert.equal(r.reasons.length, 5);
   assert.match(r.reasons[0]!, /^last pass failed: boom/);
-  assert.match(r.reasons[2]!, /^registry update held \(etcd revision 1\).*release with `haproxy-updater release-hold`/);
+  assert.match(r.reasons[2]!, /^reload failed at the HAProxy master 2 time/);
+  assert.match(r.reasons[3]!, /^registry update held \(etcd revision 1\).*release with `haproxy-updater release-hold`/);
   assert.deepEqual(r.warnings, ['certificate file rejected: x']);
   const notLoaded = new ReadinessTracker(0).compute({ ...OK, registryLoaded: false, etcdDown: 'http://127.0.0.1:1' }, 0);
   assert.deepEqual(notLoaded.reasons, ['registry not loaded yet: etcd http://127.0.0.1:1 unreachable']);

@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decideReload, SETTINGS_REASON, type DecideInput, type ReloadReason } from '../../src/reconcile/index.js';
+import { decideReload, recordFailedReload, SETTINGS_REASON, type DecideInput, type ReloadReason } from '../../src/reconcile/index.js';
 
 const urgent: ReloadReason = { kind: 'service-added', backend: 'http-a', detail: 'new', urgent: true };
 const deferred: ReloadReason = { kind: 'capacity', backend: 'http-b', detail: 'overflow', urgent: false };
@@ -71,4 +71,38 @@ test('decideReload: reasons stay typed objects (settings is a kind, not a string
   const d = decideReload(input({ reasons: [urgent], settingsChanged: true })).decision;
   assert.deepEqual(d.reasons, [urgent, SETTINGS_REASON]);
   assert.equal(SETTINGS_REASON.backend, null);
+});
+
+test('decideReload: a config that failed at the master waits out its backoff; another config goes at once', () => {
+  const failed = { config: 'cfg-1', attempts: 1, retryAt: NOW + 2000, message: 'master reports failed: 1' };
+  const same = decideReload(input({ reasons: [urgent], failed }));
+  assert.deepEqual([same.decision.action, same.decision.action === 'later' && same.decision.afterMs, same.decision.action === 'later' && same.decision.backoff], ['later', 2000, true]);
+  assert.equal(same.failed, failed, 'the memory is carried');
+  const due = decideReload(input({ reasons: [urgent], failed, now: NOW + 2000, nextAllowedAt: NOW }));
+  assert.equal(due.decision.action, 'now', 'backoff over: tried again');
+  const other = decideReload(input({ reasons: [urgent], failed, desiredConfig: () => 'cfg-2' }));
+  assert.equal(other.decision.action, 'now', 'a changed config may be the fix');
+  const idle = decideReload(input({ failed }));
+  assert.equal(idle.failed, null, 'forgotten once nothing asks for a reload');
+});
+
+test('recordFailedReload: doubles per consecutive failure from initialMs up to maxMs', () => {
+  let f = null as ReturnType<typeof recordFailedReload> | null;
+  const delays: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    f = recordFailedReload(f, 'cfg', 'failed', 1000 * i, { initialMs: 2000, maxMs: 60_000 });
+    delays.push(f.retryAt - 1000 * i);
+  }
+  assert.deepEqual(delays, [2000, 4000, 8000, 16_000, 32_000, 60_000, 60_000, 60_000, 60_000, 60_000]);
+  assert.equal(f!.attempts, 10);
+  // Over ten minutes of a master that always fails, fixed 1 s retries make ~600 attempts.
+  let t = 0;
+  let n = 0;
+  let mem: ReturnType<typeof recordFailedReload> | null = null;
+  while (t < 600_000) {
+    n++;
+    mem = recordFailedReload(mem, 'cfg', 'failed', t);
+    t = mem.retryAt;
+  }
+  assert.ok(n <= 10, `${n} attempts in 10 min with the default backoff`);
 });

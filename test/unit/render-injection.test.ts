@@ -130,6 +130,8 @@ test('settings are re-checked: paths, bind address, ports, stats credentials, lo
     ['log target host name', { logTarget: 'syslog:514' }],
     ['maxconn 0', { maxconn: 0 }],
     ['checkInterMs 1', { checkInterMs: 1 }],
+    ['hardStopAfterMs below 1 s', { hardStopAfterMs: 10 }],
+    ['mworkerMaxReloads 0', { mworkerMaxReloads: 0 }],
   ];
   for (const [what, o] of cases) refused(() => render(reg([http('web')]), settings(o)), what);
 });
@@ -166,7 +168,7 @@ test('a clean registry renders, and no line of it was added by a value', () => {
   assertClean(r);
   // Every non-comment line starts with a known keyword: nothing was smuggled in as a line.
   const keywords =
-    /^(global|defaults|frontend|backend|listen|master-worker|maxconn|stats|server-state-file|log|log-format|tune\.|ssl-default|mode|option|retries|retry-on|timeout|load-server-state-from-file|default-server|bind|http-request|use_backend|default_backend|tcp-request|server|server-template|balance|http-check|userlist|user)\b/;
+    /^(global|defaults|frontend|backend|listen|master-worker|maxconn|stats|server-state-file|log|log-format|tune\.|ssl-default|mode|option|retries|retry-on|timeout|load-server-state-from-file|default-server|hard-stop-after|mworker-max-reloads|bind|http-request|use_backend|default_backend|tcp-request|server|server-template|balance|http-check|userlist|user)\b/;
   for (const line of r.config.split('\n')) {
     const t = line.trim();
     if (t === '' || t.startsWith('#')) continue;
