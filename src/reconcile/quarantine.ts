@@ -110,7 +110,8 @@ export function acceptedVersion<T extends Service>(accepted: T, current: T): T {
  */
 export function acceptedServices(prev: ReadonlyMap<string, Service>, registry: Registry, applied: ReadonlyMap<string, string>, hash: (svc: Service) => string): Map<string, Service> {
   const out = new Map([...prev].filter(([be]) => applied.has(be)));
-  for (const [be, svc] of servicesByBackend(registry)) if (applied.get(be) === hash(svc)) out.set(be, svc);
+  // An unchanged service object was accepted already (kept above while it runs): no hash.
+  for (const [be, svc] of servicesByBackend(registry)) if (out.get(be) !== svc && applied.get(be) === hash(svc)) out.set(be, svc);
   return out;
 }
 

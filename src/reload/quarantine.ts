@@ -188,6 +188,8 @@ export class QuarantineBook {
   #entries: Quarantine = new Map();
   /** Backend → the version HAProxy runs (seen in the registry with the running structure). */
   #accepted = new Map<string, Service>();
+  #structureOf: string | null = null;
+  #structure: ReadonlyMap<string, string> = new Map();
   #written = '[]';
 
   constructor(opts: QuarantineBookOptions) {
@@ -207,7 +209,12 @@ export class QuarantineBook {
    * that runs now when they ran before; a service whose keys changed is tried again.
    */
   filter(registry: Registry, appliedConfig: string): Registry {
-    this.#accepted = acceptedServices(this.#accepted, registry, readAppliedStructure(appliedConfig), structureHash);
+    // Every pass comes here: the running config's structure is read once per config, not per pass.
+    if (this.#structureOf !== appliedConfig) {
+      this.#structureOf = appliedConfig;
+      this.#structure = readAppliedStructure(appliedConfig);
+    }
+    this.#accepted = acceptedServices(this.#accepted, registry, this.#structure, structureHash);
     const v = applyQuarantine(registry, this.#entries, this.#accepted);
     for (const e of v.released) {
       log.info({ key: serviceKey(this.#o.prefix, e), backend: e.backend }, servicesByBackend(registry).has(e.backend) ? 'quarantined service changed: trying it again' : 'quarantined service removed from the registry');
