@@ -30,7 +30,7 @@ export interface AdmissionOptions {
   desired: () => Registry | null;
   metrics: Metrics;
   /** After a server was let in whose plan left work waiting (`passAfter`): deferred drains, domains waiting for an UP server. */
-  onAdmitted?: (backend: string) => void;
+  onAdmitted?: (backend: string, planWaited: boolean) => void;
   /** Deadline of one probe, ms. Default 500. */
   timeoutMs?: number;
   /** Probes at once. Default 32. */
@@ -107,7 +107,7 @@ export class Admission {
       return;
     }
     log.debug({ backend: c.backend, server: c.server, upstream: c.upstreamId, probe: c.probe.kind, ms: Math.round(v.ms) }, 'admission probe passed: server let in');
-    if (passAfter) this.#o.onAdmitted?.(c.backend);
+    this.#o.onAdmitted?.(c.backend, passAfter);
   }
 
   /** No new probes or batches; waits for running probes (each bounded by the deadline). */

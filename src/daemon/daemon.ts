@@ -12,7 +12,7 @@ import PQueue from 'p-queue';
 import { logger } from '../log.js';
 import { backoffDelay } from '../backoff.js';
 import { Metrics } from '../metrics.js';
-import { EMPTY_REGISTRY, type Registry, type Rejection } from '../model.js';
+import { EMPTY_REGISTRY, backendName, type Registry, type Rejection, type Service } from '../model.js';
 import { ConfigInvalidError, ReloadFailedError, ReloadTimeoutError, UpdaterError } from '../errors.js';
 import { RegistryWatcher, type AddressPolicy, type RegistryUpdate } from '../watch/index.js';
 import { RuntimeClient, MasterClient, VersionTracker, localCheckFirst, servingWorkers, type SocketTarget } from '../runtime/index.js';
@@ -170,8 +170,10 @@ export class Daemon {
         schedule: (task) => this.#queue.add(task),
         desired: () => this.#registry,
         metrics: this.metrics,
-        // Only that backend's plan waited for it: an incremental pass where one may run.
-        onAdmitted: (backend) => void this.requestPass('admitted', new Set([backend])),
+        // A plan or /readyz waiting for that server: an incremental pass of its backend shows it UP.
+        onAdmitted: (backend, planWaited) => {
+          if (planWaited || this.#ready.waiting(Date.now())) void this.requestPass('admitted', new Set([backend]));
+        },
         timeoutMs: opts.admissionTimeoutMs,
       });
     }
@@ -516,7 +518,9 @@ export class Daemon {
 
   #updateReadiness(registry: Registry, observed: ObservedState): void {
     const now = Date.now();
-    this.#ready.update(registry, observed, now);
+    // A quarantined service is reported as such, not waited for as unserved.
+    const quarantined = new Set(this.#quarantine.reports().map((q) => q.backend));
+    this.#ready.update(quarantined.size ? withoutBackends(registry, quarantined) : registry, observed, now);
     this.metrics.servicesUnserved.set(this.#ready.unserved.length);
     // Servers coming UP are only seen by a pass: look again soon while a service waits within its grace.
     if (this.#ready.waiting(now)) this.#later(250, 'readiness');
@@ -776,4 +780,9 @@ export class Daemon {
     if (this.#managed) await this.#managed.stop();
     log.info('stopped');
   }
+}
+
+function withoutBackends(registry: Registry, backends: ReadonlySet<string>): Registry {
+  const keep = <S extends Service>(m: ReadonlyMap<string, S>) => new Map([...m].filter(([, svc]) => !backends.has(backendName(svc))));
+  return { ...registry, http: keep(registry.http), tcp: keep(registry.tcp) };
 }

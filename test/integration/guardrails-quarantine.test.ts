@@ -133,8 +133,9 @@ test('a PCRE2-invalid url_reg is quarantined and reported; the valid service put
   assert.equal(lines[0]!.key, key);
   assert.match(String(lines[0]!.haproxy), /url_reg|regex|\\u0041/i, "HAProxy's message is reported");
   assert.equal(await metric(updater, 'haproxy_updater_quarantined_services'), 1);
-  // Ready: one bad entry must not take the load balancer out of rotation; the body names it.
-  const ready = await updater.get('/readyz');
+  // Ready (once good's server is UP): one bad entry must not take the load balancer out of rotation; the body names it.
+  const ready = await waitFor(async () => { const r = await updater.get('/readyz'); return r.status === 200 ? r : null; }, { what: '/readyz 200 with a quarantined service', timeoutMs: 5000 });
+  assert.ok(ready);
   assert.equal(ready.status, 200, ready.body);
   assert.ok(ready.body.includes(key), ready.body);
   const st = await waitFor(async () => ((await status(stateDir)).includes(`quarantined  ${key}:`) ? status(stateDir) : ''), { what: 'status lists it', timeoutMs: 5000 });
@@ -188,7 +189,8 @@ test('a tcp service on a port another process holds is quarantined (EADDRINUSE);
   assert.ok(line, 'logged');
   assert.equal(line.key, `${P}/tcp-services/blocked`);
   assert.match(String(line.haproxy), new RegExp(`:${held}: EADDRINUSE`));
-  const ready = await updater.get('/readyz');
+  const ready = await waitFor(async () => { const r = await updater.get('/readyz'); return r.status === 200 ? r : null; }, { what: '/readyz 200 with a quarantined service', timeoutMs: 5000 });
+  assert.ok(ready);
   assert.equal(ready.status, 200);
   assert.match(ready.body, /tcp-services\/blocked: cannot bind .*EADDRINUSE/);
   for (const s of ['blocked', 'echo']) await etcd.ctl('del', '--prefix', `${P}/tcp-services/${s}/`);
