@@ -257,7 +257,7 @@ export function parseOptions(value: string, kind: 'http' | 'tcp' = 'http'): Pars
  *    lines into a fixed buffer; an over-long line becomes several patterns);
  *  - it must compile as a JavaScript RegExp: an approximation of PCRE (PCRE-only syntax
  *    such as `(?i)` is refused; a JS-valid regex PCRE refuses fails `haproxy -c`, which
- *    keeps the old config running).
+ *    quarantines that service and applies the rest: src/reload/quarantine.ts).
  */
 export function parseUrlReg(value: string): Parsed<string> {
   if (value.length === 0) return bad('empty url_reg');
