@@ -10,10 +10,14 @@
  * file runs on its own (node --test, concurrency 1) with HAPROXY_BIN / ETCD_BIN /
  * ETCDCTL_BIN set; its output is shown only when it fails, and within it the logs of its
  * failing tests only (testkit/test-logs.ts). Exit 1 when any file failed.
+ * A file longer than TEST_FILE_TIMEOUT_MS (600 s) is stopped and failed, with the log of the
+ * test it was running, so a hang costs minutes, not the CI run. (node's --test-timeout is not
+ * used: with one process per file, node 20 applies it to the whole file and kills it silently.)
  * Results (leg x file x scenario, seconds) go to --results (default .tmp/matrix-results.json).
  * The 3.x and etcd 3.5 binaries come from scripts/haproxy-versions.sh (cached).
  */
 import { execFile, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -128,18 +132,71 @@ function testCounts(output: string): { pass: number; fail: number; skipped: numb
   return { pass: count('pass'), fail: count('fail'), skipped: count('skipped') };
 }
 
-function runFile(file: string, env: NodeJS.ProcessEnv): Promise<{ ok: boolean; output: string }> {
+/** A whole file longer than this is stopped and failed (the longest takes about a minute). */
+const FILE_TIMEOUT_MS = Number(process.env.TEST_FILE_TIMEOUT_MS ?? 600_000);
+
+/** Processes (pid, command) whose parent (`ppid`) or process group (`pgrp`) is `id`, from /proc. */
+function processesOf(field: 'ppid' | 'pgrp', id: number): Array<{ pid: number; comm: string }> {
+  const out: Array<{ pid: number; comm: string }> = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      // After "(comm) ": state ppid pgrp ...
+      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (rest[0] !== 'Z' && Number(rest[field === 'ppid' ? 1 : 2]) === id) out.push({ pid: Number(e), comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
+}
+
+export function runFile(file: string, env: NodeJS.ProcessEnv): Promise<{ ok: boolean; output: string }> {
   return new Promise((resolve) => {
     // test-logs: in-process and updater logs are printed only for a failing test.
-    const child = spawn(process.execPath, ['--import', 'tsx', '--import', './testkit/test-logs.ts', '--test', '--test-concurrency=1', '--test-reporter=spec', file], {
-      cwd: ROOT,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    // Its own process group, so a file that hangs is stopped with everything it started in it.
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', '--import', './testkit/test-logs.ts', '--test', '--test-concurrency=1', '--test-reporter=spec', file],
+      { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+    );
     let output = '';
+    let timedOut = false;
     child.stdout.on('data', (b: Buffer) => (output += b.toString('utf8')));
     child.stderr.on('data', (b: Buffer) => (output += b.toString('utf8')));
-    child.on('close', (code) => resolve({ ok: code === 0, output }));
+    const timer = setTimeout(() => {
+      timedOut = true;
+      output += `\nmatrix: ${file} still running after ${FILE_TIMEOUT_MS / 1000} s: stopping it (SIGTERM to the test file's process, SIGKILL to its group 10 s later)\n`;
+      // The file's process flushes the running test's log on SIGTERM (test-logs.ts); the runner then reports it.
+      for (const p of processesOf('ppid', child.pid!)) signal(p.pid, 'SIGTERM');
+      setTimeout(() => signal(-child.pid!, 'SIGKILL'), 10_000).unref();
+    }, FILE_TIMEOUT_MS);
+    // On exit, not on close: a leftover grandchild holding the pipe must not hang the matrix.
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      // What the file left running in its group is a leak: named, then stopped.
+      const left = processesOf('pgrp', child.pid!);
+      if (left.length) {
+        console.log(`  matrix: ${file} left ${left.map((p) => `${p.comm} (pid ${p.pid})`).join(', ')} running: killed`);
+        signal(-child.pid!, 'SIGKILL');
+      }
+      const done = () => resolve({ ok: code === 0 && !timedOut, output });
+      if (child.stdout.readableEnded && child.stderr.readableEnded) return done();
+      const t = setTimeout(done, 2000);
+      child.on('close', () => {
+        clearTimeout(t);
+        done();
+      });
+    });
   });
 }
 

@@ -11,7 +11,7 @@
  * (`--import ./testkit/test-logs.ts`) for unit files that do not use the testkit.
  * TEST_LOGS=all prints everything as it comes (debugging a passing test).
  */
-import { afterEach } from 'node:test';
+import { afterEach, beforeEach } from 'node:test';
 import { Writable } from 'node:stream';
 import { setLogFormat } from '../src/log.js';
 
@@ -60,7 +60,12 @@ if (mode === 'buffer') {
       },
     }),
   );
+  let running = '';
+  beforeEach((t) => {
+    running = t.name;
+  });
   afterEach((t) => {
+    running = '';
     // `passed` (Node >= 20.12; not in @types/node 20 yet): unknown on older 20.x, so printed.
     if ((t as { passed?: boolean }).passed === true) clear();
     else flush(`failed test '${t.name}'`);
@@ -68,5 +73,10 @@ if (mode === 'buffer') {
   // Lines from before/after hooks, or a file that failed outside any test.
   process.once('exit', (code) => {
     if (code !== 0 || (process.exitCode ?? 0) !== 0) flush('the test file outside its tests');
+  });
+  // scripts/matrix.ts stops a file that runs too long with SIGTERM: show what the running test logged.
+  process.once('SIGTERM', () => {
+    flush(running ? `test '${running}', running when the file was stopped (SIGTERM)` : 'the test file, stopped (SIGTERM) outside its tests');
+    process.exit(1);
   });
 }
