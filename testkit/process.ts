@@ -8,7 +8,13 @@ import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { waitFor } from './wait.js';
 
-export const execFileP = promisify(execFile);
+const execFileRaw = promisify(execFile);
+/**
+ * promisified execFile, bounded: a command still running after 120 s (or the caller's
+ * `timeout`) is SIGKILLed and rejects, so a stuck tool fails its test instead of hanging it.
+ */
+export const execFileP = ((cmd: string, args?: readonly string[] | null, opts?: Record<string, unknown>) =>
+  execFileRaw(cmd, args ?? [], { timeout: 120_000, killSignal: 'SIGKILL', ...opts })) as unknown as typeof execFileRaw;
 /** One liveness rule for tests and the updater's state-dir lock. */
 export { pidAlive } from '../src/daemon/lock.js';
 
