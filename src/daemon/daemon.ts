@@ -118,7 +118,8 @@ export class Daemon {
   /** HAProxy as known between full reads (model.ts): what incremental passes start from. */
   readonly #model = new HaproxyModel();
   #refsOf: { config: string; refs: ReadonlySet<string> } | null = null;
-  #timers = new Set<NodeJS.Timeout>();
+  /** Passes asked for later, one per reason (see #later). */
+  readonly #timers = new Map<string, { at: number; scope: Set<string> | null; timer: NodeJS.Timeout }>();
   #verifyTimer: NodeJS.Timeout | null = null;
   #stopping = false;
   /** Passes wait until start() has HAProxy up and the applied config loaded. */
@@ -400,13 +401,31 @@ export class Daemon {
     });
   }
 
+  /**
+   * A pass `ms` from now. One timer per reason: asking again for the same reason before it
+   * fired widens the waiting timer's scope (and brings it forward if need be) instead of
+   * adding a timer. Otherwise every pass that leaves work pending (a drain, a server coming
+   * UP) added its own 250 ms timer, each of whose passes added another: with a drain running,
+   * passes came every few ms and a registry change often waited behind one.
+   */
   #later(ms: number, why: string, scope: ReadonlySet<string> | null = null): void {
-    const t = setTimeout(() => {
-      this.#timers.delete(t);
-      void this.requestPass(why, scope);
-    }, ms);
-    t.unref();
-    this.#timers.add(t);
+    const at = Date.now() + ms;
+    const waiting = this.#timers.get(why);
+    let widened: Set<string> | null = scope === null ? null : new Set(scope);
+    if (waiting) {
+      if (waiting.scope === null || widened === null) widened = null;
+      else for (const be of waiting.scope) widened.add(be);
+      waiting.scope = widened;
+      if (waiting.at <= at) return;
+      clearTimeout(waiting.timer);
+    }
+    const fire = () => {
+      this.#timers.delete(why);
+      void this.requestPass(why, entry.scope);
+    };
+    const entry = { at, scope: widened, timer: setTimeout(fire, ms) };
+    entry.timer.unref();
+    this.#timers.set(why, entry);
   }
 
   /**
@@ -769,7 +788,7 @@ export class Daemon {
     if (this.#stopping) return;
     this.#stopping = true;
     if (this.#verifyTimer) clearInterval(this.#verifyTimer);
-    for (const t of this.#timers) clearTimeout(t);
+    for (const t of this.#timers.values()) clearTimeout(t.timer);
     this.#timers.clear();
     await this.#certs?.stop();
     await this.#admission?.stop();
