@@ -86,16 +86,17 @@ export class Admission {
       const key = `${c.backend}/${c.server}@${c.addr}:${c.port}`;
       if (this.#stopped || this.#inFlight.has(key)) continue;
       this.#inFlight.add(key);
-      void this.#probes
-        .add(async () => {
-          const v = await probe(c, c.probe, this.#timeoutMs);
-          this.#o.metrics.admissionProbes.inc({ result: v.result });
-          if (!v.ok) {
-            log.info({ backend: c.backend, server: c.server, upstream: c.upstreamId, addr: c.addr, port: c.port, probe: c.probe.kind, result: v.result, detail: v.detail, ms: Math.round(v.ms) }, 'admission probe failed: HAProxy\'s check decides');
-            return;
-          }
-          if (!this.#stopped) await this.#enqueue({ c, v, passAfter: o.passAfter ?? false });
-        })
+      // Only the probe holds one of the bounded slots; waiting for its batch does not.
+      // The key stays in flight until the batch ran, so a later pass does not probe it again.
+      void (async () => {
+        const v = await this.#probes.add(() => probe(c, c.probe, this.#timeoutMs));
+        this.#o.metrics.admissionProbes.inc({ result: v.result });
+        if (!v.ok) {
+          log.info({ backend: c.backend, server: c.server, upstream: c.upstreamId, addr: c.addr, port: c.port, probe: c.probe.kind, result: v.result, detail: v.detail, ms: Math.round(v.ms) }, 'admission probe failed: HAProxy\'s check decides');
+          return;
+        }
+        if (!this.#stopped) await this.#enqueue({ c, v, passAfter: o.passAfter ?? false });
+      })()
         .catch((err: unknown) => log.warn({ err, backend: c.backend, server: c.server }, 'admission failed: HAProxy\'s check decides'))
         .finally(() => this.#inFlight.delete(key));
     }
