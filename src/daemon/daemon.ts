@@ -55,6 +55,14 @@ import { afterPass } from '../heap.js';
 const log = logger('daemon');
 /** Above this many changed backends a pass reads everything: one full read is then cheaper. */
 const MAX_INCREMENTAL_BACKENDS = 64;
+/**
+ * Backends one verify tick reads and repairs when HAProxy runs more than this many: a full
+ * read+plan at 1000 services takes most of a second on the one queue, and a registry change
+ * arriving meanwhile would wait for it. A full verify pass (maps, files, reload decision)
+ * follows each complete rotation. Below the chunk size a verify tick is a full pass as ever.
+ * Kept under MAX_INCREMENTAL_BACKENDS so a change merged into the same pass stays incremental.
+ */
+const VERIFY_CHUNK = 48;
 
 export interface DaemonOptions {
   etcd: { endpoints: string[]; prefix: string; tls?: { ca?: string; cert?: string; key?: string }; auth?: { username: string; password: string } };
@@ -121,6 +129,8 @@ export class Daemon {
   /** Passes asked for later, one per reason (see #later). */
   readonly #timers = new Map<string, { at: number; scope: Set<string> | null; timer: NodeJS.Timeout }>();
   #verifyTimer: NodeJS.Timeout | null = null;
+  /** Where the verify rotation stands in the sorted backend names (see VERIFY_CHUNK). */
+  #verifyCursor = 0;
   #stopping = false;
   /** Passes wait until start() has HAProxy up and the applied config loaded. */
   #started = false;
@@ -275,7 +285,7 @@ export class Daemon {
     await this.#takeRunningConfig(how);
 
     this.#verifyTimer = setInterval(() => {
-      void this.requestPass('verify');
+      this.#verifyTick();
       this.#verifyCerts();
     }, this.#o.verifyIntervalMs);
     this.#verifyTimer.unref();
@@ -399,6 +409,23 @@ export class Daemon {
       this.#dirty = new Set();
       await this.#pass(why, dirty);
     });
+  }
+
+  /**
+   * One verify tick: a scoped pass that re-reads and repairs the next VERIFY_CHUNK backends
+   * (drift in them is repaired like in a full pass), or, after a whole rotation and whenever
+   * HAProxy runs few backends or the model is not valid, the full verify pass.
+   */
+  #verifyTick(): void {
+    const names = this.#model.backendNames();
+    if (names.length <= VERIFY_CHUNK || this.#verifyCursor >= names.length) {
+      this.#verifyCursor = 0;
+      void this.requestPass('verify');
+      return;
+    }
+    const chunk = new Set(names.slice(this.#verifyCursor, this.#verifyCursor + VERIFY_CHUNK));
+    this.#verifyCursor += VERIFY_CHUNK;
+    void this.requestPass('verify-chunk', chunk);
   }
 
   /**
@@ -541,8 +568,10 @@ export class Daemon {
     const quarantined = new Set(this.#quarantine.reports().map((q) => q.backend));
     this.#ready.update(quarantined.size ? withoutBackends(registry, quarantined) : registry, observed, now);
     this.metrics.servicesUnserved.set(this.#ready.unserved.length);
-    // Servers coming UP are only seen by a pass: look again soon while a service waits within its grace.
-    if (this.#ready.waiting(now)) this.#later(250, 'readiness');
+    // Servers coming UP are only seen by a pass: look again soon while a service waits within
+    // its grace — at those backends only (a scoped pass), not a full read of every backend.
+    const waiting = this.#ready.waitingBackends(now);
+    if (waiting.size) this.#later(250, 'readiness', waiting);
   }
 
   /** A full read of HAProxy (which becomes the model) and the plan of every backend. */

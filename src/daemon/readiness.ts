@@ -102,6 +102,16 @@ export class ReadinessTracker {
     return [...this.#waitingSince.values()].some((t) => now - t < this.#graceMs);
   }
 
+  /** Backends of the services still waiting within their grace: what the next readiness look reads (not everything). */
+  waitingBackends(now: number): Set<string> {
+    const out = new Set<string>();
+    for (const u of this.#unserved) {
+      const since = this.#waitingSince.get(u.service);
+      if (since !== undefined && now - since < this.#graceMs) out.add(u.backend);
+    }
+    return out;
+  }
+
   compute(d: DaemonState, now: number): Readiness {
     const reasons: string[] = [];
     // An etcd outage after the first load keeps the daemon ready (HAProxy serves the last registry); before it, it is the cause.
