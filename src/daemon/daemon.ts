@@ -24,6 +24,7 @@ import {
   initialCapacity,
   isClearedAddr,
   decideHold,
+  removesNothing,
   servingSet,
   type DecideResult,
   type Hold,
@@ -610,7 +611,8 @@ export class Daemon {
     const fresh = await observeBackends(this.#runtime, read, (be) => this.#model.structureHash(be));
     const observed = this.#model.merge(fresh);
     // A hold (engaged, held or lifted) concerns backends outside the scope: a full pass settles it.
-    const held = this.#decideHold(raw, observed);
+    // An update that removes nothing cannot engage one: no need to build the serving set of every server.
+    const held: HoldResult = this.#hold === null && removesNothing(this.#appliedRegistry, raw) ? { registry: raw, hold: null, released: false } : this.#decideHold(raw, observed);
     if (held.hold || this.#hold) return null;
     const registry = this.#commitHold(raw, held);
     const plan = this.#plan(registry, observed, scope);
