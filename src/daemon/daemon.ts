@@ -24,6 +24,7 @@ import {
   initialCapacity,
   isClearedAddr,
   decideHold,
+  removesNothing,
   servingSet,
   type DecideResult,
   type Hold,
@@ -55,6 +56,15 @@ import { afterPass } from '../heap.js';
 const log = logger('daemon');
 /** Above this many changed backends a pass reads everything: one full read is then cheaper. */
 const MAX_INCREMENTAL_BACKENDS = 64;
+/**
+ * Backends one verify tick reads and repairs when HAProxy runs more than this many: a full
+ * read+plan at 1000 services takes most of a second on the one queue, and a registry change
+ * arriving meanwhile would wait for it. A full verify pass (maps, files, reload decision)
+ * follows each complete rotation. Below the chunk size a verify tick is a full pass as ever.
+ * Kept under MAX_INCREMENTAL_BACKENDS so a change merged into the same pass stays incremental.
+ */
+const VERIFY_CHUNK = 48;
+const SLOT_STATES = ['free', 'active', 'draining', 'maint', 'overflow'] as const;
 
 export interface DaemonOptions {
   etcd: { endpoints: string[]; prefix: string; tls?: { ca?: string; cert?: string; key?: string }; auth?: { username: string; password: string } };
@@ -121,6 +131,10 @@ export class Daemon {
   /** Passes asked for later, one per reason (see #later). */
   readonly #timers = new Map<string, { at: number; scope: Set<string> | null; timer: NodeJS.Timeout }>();
   #verifyTimer: NodeJS.Timeout | null = null;
+  /** Per backend, its slots by state as last read (the `slots` gauge sums them). */
+  readonly #slotCounts = new Map<string, Record<(typeof SLOT_STATES)[number], number>>();
+  /** Where the verify rotation stands in the sorted backend names (see VERIFY_CHUNK). */
+  #verifyCursor = 0;
   #stopping = false;
   /** Passes wait until start() has HAProxy up and the applied config loaded. */
   #started = false;
@@ -275,7 +289,7 @@ export class Daemon {
     await this.#takeRunningConfig(how);
 
     this.#verifyTimer = setInterval(() => {
-      void this.requestPass('verify');
+      this.#verifyTick();
       this.#verifyCerts();
     }, this.#o.verifyIntervalMs);
     this.#verifyTimer.unref();
@@ -402,6 +416,23 @@ export class Daemon {
   }
 
   /**
+   * One verify tick: a scoped pass that re-reads and repairs the next VERIFY_CHUNK backends
+   * (drift in them is repaired like in a full pass), or, after a whole rotation and whenever
+   * HAProxy runs few backends or the model is not valid, the full verify pass.
+   */
+  #verifyTick(): void {
+    const names = this.#model.backendNames();
+    if (names.length <= VERIFY_CHUNK || this.#verifyCursor >= names.length) {
+      this.#verifyCursor = 0;
+      void this.requestPass('verify');
+      return;
+    }
+    const chunk = new Set(names.slice(this.#verifyCursor, this.#verifyCursor + VERIFY_CHUNK));
+    this.#verifyCursor += VERIFY_CHUNK;
+    void this.requestPass('verify-chunk', chunk);
+  }
+
+  /**
    * A pass `ms` from now. One timer per reason: asking again for the same reason before it
    * fired widens the waiting timer's scope (and brings it forward if need be) instead of
    * adding a timer. Otherwise every pass that leaves work pending (a drain, a server coming
@@ -471,8 +502,8 @@ export class Daemon {
       await this.#apply(plan, registry);
       if (why === 'verify') await this.#repairFiles(observed, plan);
       if (reloadError) throw reloadError;
-      this.#updateSlotMetrics(observed);
-      this.#updateReadiness(registry, observed);
+      this.#updateSlotMetrics(observed, inc?.looked);
+      this.#updateReadiness(registry, observed, inc?.looked);
       afterPass(plan.ops.length);
       // Converged once a pass leaves nothing pending: its operations were applied (a failed
       // one schedules its own retry) and no reload is still wanted.
@@ -535,14 +566,17 @@ export class Daemon {
     return r.registry;
   }
 
-  #updateReadiness(registry: Registry, observed: ObservedState): void {
+  /** `scope`: an incremental pass's backends, the only ones whose readiness can have changed (others were read before). */
+  #updateReadiness(registry: Registry, observed: ObservedState, scope?: ReadonlySet<string>): void {
     const now = Date.now();
     // A quarantined service is reported as such, not waited for as unserved.
     const quarantined = new Set(this.#quarantine.reports().map((q) => q.backend));
-    this.#ready.update(quarantined.size ? withoutBackends(registry, quarantined) : registry, observed, now);
+    this.#ready.update(quarantined.size ? withoutBackends(registry, quarantined) : registry, observed, now, scope);
     this.metrics.servicesUnserved.set(this.#ready.unserved.length);
-    // Servers coming UP are only seen by a pass: look again soon while a service waits within its grace.
-    if (this.#ready.waiting(now)) this.#later(250, 'readiness');
+    // Servers coming UP are only seen by a pass: look again soon while a service waits within
+    // its grace — at those backends only (a scoped pass), not a full read of every backend.
+    const waiting = this.#ready.waitingBackends(now);
+    if (waiting.size) this.#later(250, 'readiness', waiting);
   }
 
   /** A full read of HAProxy (which becomes the model) and the plan of every backend. */
@@ -572,15 +606,18 @@ export class Daemon {
   }
 
   /** Reads the backends in scope (and those our last commands touched), plans them; null: needs a full pass. */
-  async #planIncremental(raw: Registry, scope: ReadonlySet<string>): Promise<{ observed: ObservedState; plan: Plan; registry: Registry } | null> {
-    const fresh = await observeBackends(this.#runtime, this.#model.toRead(scope), (be) => this.#model.structureHash(be));
+  async #planIncremental(raw: Registry, scope: ReadonlySet<string>): Promise<{ observed: ObservedState; plan: Plan; registry: Registry; looked: ReadonlySet<string> } | null> {
+    const read = this.#model.toRead(scope);
+    const fresh = await observeBackends(this.#runtime, read, (be) => this.#model.structureHash(be));
     const observed = this.#model.merge(fresh);
     // A hold (engaged, held or lifted) concerns backends outside the scope: a full pass settles it.
-    const held = this.#decideHold(raw, observed);
+    // An update that removes nothing cannot engage one: no need to build the serving set of every server.
+    const held: HoldResult = this.#hold === null && removesNothing(this.#appliedRegistry, raw) ? { registry: raw, hold: null, released: false } : this.#decideHold(raw, observed);
     if (held.hold || this.#hold) return null;
     const registry = this.#commitHold(raw, held);
     const plan = this.#plan(registry, observed, scope);
-    return plan ? { observed, plan, registry } : null;
+    // Backends planned or freshly read: the only ones whose readiness can have changed.
+    return plan ? { observed, plan, registry, looked: new Set([...scope, ...read]) } : null;
   }
 
   #plan(registry: Registry, observed: ObservedState): Plan;
@@ -769,17 +806,27 @@ export class Daemon {
   }
 
 
-  #updateSlotMetrics(observed: ObservedState): void {
-    const counts = { free: 0, active: 0, draining: 0, maint: 0, overflow: 0 };
-    for (const be of observed.backends.values()) {
-      for (const s of be.servers) {
-        if (s.dynamic) counts.overflow++;
-        else if (s.maint && isClearedAddr(s.addr, s.port)) counts.free++;
-        else if (s.maint) counts.maint++;
-        else if (s.drain) counts.draining++;
-        else counts.active++;
+  /** `scope`: an incremental pass's backends; the others keep the counts of their last read. */
+  #updateSlotMetrics(observed: ObservedState, scope?: ReadonlySet<string>): void {
+    if (scope === undefined) this.#slotCounts.clear();
+    for (const be of scope ?? observed.backends.keys()) {
+      const ob = observed.backends.get(be);
+      if (!ob) {
+        this.#slotCounts.delete(be);
+        continue;
       }
+      const c = { free: 0, active: 0, draining: 0, maint: 0, overflow: 0 };
+      for (const s of ob.servers) {
+        if (s.dynamic) c.overflow++;
+        else if (s.maint && isClearedAddr(s.addr, s.port)) c.free++;
+        else if (s.maint) c.maint++;
+        else if (s.drain) c.draining++;
+        else c.active++;
+      }
+      this.#slotCounts.set(be, c);
     }
+    const counts = { free: 0, active: 0, draining: 0, maint: 0, overflow: 0 };
+    for (const c of this.#slotCounts.values()) for (const k of SLOT_STATES) counts[k] += c[k];
     for (const [state, n] of Object.entries(counts)) this.metrics.slots.set({ state }, n);
   }
 

@@ -39,6 +39,11 @@ export class HaproxyModel {
     return [...new Set([...scope, ...this.#stale])].filter((be) => b.has(be)).sort();
   }
 
+  /** The backends HAProxy runs as last read, sorted; none before a full read. */
+  backendNames(): string[] {
+    return this.#backends ? [...this.#backends.keys()].sort() : [];
+  }
+
   /** The config structure hash of a backend as last read. */
   structureHash(backend: string): string | null {
     return this.#backends?.get(backend)?.structureHash ?? null;

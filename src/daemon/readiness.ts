@@ -26,17 +26,35 @@ export interface Unserved {
  * serve and is not listed.
  */
 export function unservedServices(registry: Registry, observed: ObservedState): Unserved[] {
+  return unservedOf([...registry.http.values(), ...registry.tcp.values()], observed).sort(byService);
+}
+
+function unservedOf(services: Iterable<Service>, observed: ObservedState): Unserved[] {
   const out: Unserved[] = [];
-  const all: Service[] = [...registry.http.values(), ...registry.tcp.values()];
-  for (const svc of all) {
-    const registered = [...svc.upstreams.values()].filter((u) => u.state === 'ready').length;
+  for (const svc of services) {
+    const registered = readyCount(svc);
     if (registered === 0) continue;
     const backend = backendName(svc);
     const be = observed.backends.get(backend);
     if (be?.servers.some(isServing)) continue;
     out.push({ service: `${svc.kind}/${svc.name}`, backend, registered });
   }
-  return out.sort((a, b) => a.service.localeCompare(b.service));
+  return out;
+}
+
+function readyCount(svc: Service): number {
+  let n = 0;
+  for (const u of svc.upstreams.values()) if (u.state === 'ready') n++;
+  return n;
+}
+
+const byService = (a: Unserved, b: Unserved): number => (a.service < b.service ? -1 : a.service > b.service ? 1 : 0);
+
+function hasService(registry: Registry, key: string): boolean {
+  const slash = key.indexOf('/');
+  const kind = key.slice(0, slash);
+  const name = key.slice(slash + 1);
+  return kind === 'http' ? registry.http.has(name) : kind === 'tcp' ? registry.tcp.has(name) : false;
 }
 
 /** One line per unserved service, as /readyz and `status` print them. */
@@ -76,18 +94,23 @@ export class ReadinessTracker {
     this.#graceMs = graceMs;
   }
 
-  /** After each pass: the registry applied and what HAProxy showed. */
-  update(registry: Registry, observed: ObservedState, now: number): void {
-    this.#unserved = unservedServices(registry, observed);
+  /**
+   * After each pass: the registry applied and what HAProxy showed. `scope` (an incremental
+   * pass): only the services of those backends are looked at again — the others kept what
+   * the last look found — so a pass at 1000 services does not walk every upstream.
+   */
+  update(registry: Registry, observed: ObservedState, now: number, scope?: ReadonlySet<string>): void {
+    let all: Service[] = [...registry.http.values(), ...registry.tcp.values()];
+    if (scope !== undefined) all = all.filter((svc) => scope.has(backendName(svc)));
+    const fresh = unservedOf(all, observed);
+    this.#unserved = (scope === undefined ? fresh : [...this.#unserved.filter((u) => !scope.has(u.backend) && hasService(registry, u.service)), ...fresh]).sort(byService);
     const unserved = new Set(this.#unserved.map((u) => u.service));
-    const all = [...registry.http.values(), ...registry.tcp.values()];
-    const known = new Set(all.map((s) => `${s.kind}/${s.name}`));
     // Served: has ready upstreams and is not unserved (a service with none yet is not "served").
     for (const svc of all) {
       const key = `${svc.kind}/${svc.name}`;
-      if (!unserved.has(key) && [...svc.upstreams.values()].some((u) => u.state === 'ready')) this.#served.add(key);
+      if (!unserved.has(key) && readyCount(svc) > 0) this.#served.add(key);
     }
-    for (const s of [...this.#served]) if (!known.has(s)) this.#served.delete(s);
+    for (const s of [...this.#served]) if (!hasService(registry, s)) this.#served.delete(s);
     for (const s of [...this.#waitingSince.keys()]) if (!unserved.has(s) || this.#served.has(s)) this.#waitingSince.delete(s);
     for (const s of unserved) if (!this.#served.has(s) && !this.#waitingSince.has(s)) this.#waitingSince.set(s, now);
   }
@@ -100,6 +123,16 @@ export class ReadinessTracker {
   /** Some service still waits within its grace: the daemon re-observes soon rather than at the verify interval. */
   waiting(now: number): boolean {
     return [...this.#waitingSince.values()].some((t) => now - t < this.#graceMs);
+  }
+
+  /** Backends of the services still waiting within their grace: what the next readiness look reads (not everything). */
+  waitingBackends(now: number): Set<string> {
+    const out = new Set<string>();
+    for (const u of this.#unserved) {
+      const since = this.#waitingSince.get(u.service);
+      if (since !== undefined && now - since < this.#graceMs) out.add(u.backend);
+    }
+    return out;
   }
 
   compute(d: DaemonState, now: number): Readiness {

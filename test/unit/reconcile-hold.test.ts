@@ -116,3 +116,20 @@ test('parseMaxRemoval', () => {
   const rows: Array<[string, number | null]> = [['50%', 0.5], ['50', 0.5], ['0%', 0], ['100%', 1], ['12.5%', 0.125], ['101%', null], ['-1%', null], ['half', null], ['', null]];
   for (const [text, want] of rows) assert.equal(parseMaxRemoval(text), want, text);
 });
+
+test('removesNothing: true exactly when decideHold has no removal to count', async () => {
+  const { removesNothing } = await import('../../src/reconcile/index.js');
+  assert.equal(removesNothing(null, APPLIED), true, 'nothing applied yet');
+  assert.equal(removesNothing(APPLIED, APPLIED), true, 'same registry');
+  assert.equal(removesNothing(APPLIED, reg(A4, B2, http('gamma', [up('g', '127.0.0.3:7000')]))), true, 'an added service');
+  assert.equal(removesNothing(APPLIED, reg(http('alpha', [...a(4), up('new', '127.0.0.9:1')]), B2)), true, 'an added upstream (a changed service object)');
+  assert.equal(removesNothing(APPLIED, reg(http('alpha', a(4).map((u) => ({ ...u, addr: '127.0.0.8' }))), B2)), true, 'addresses changed, ids kept');
+  assert.equal(removesNothing(APPLIED, reg(http('alpha', a(3)), B2)), false, 'an upstream removed');
+  assert.equal(removesNothing(APPLIED, reg(A4)), false, 'a service removed');
+  // Whenever it says true, decideHold lets the update through unchanged.
+  for (const next of [APPLIED, reg(A4, B2, http('gamma', [up('g', '127.0.0.3:7000')]))]) {
+    const r = decideHold(input({ next, maxRemoval: 0 }));
+    assert.equal(r.hold, null);
+    assert.equal(r.registry, next);
+  }
+});
